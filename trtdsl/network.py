@@ -1,0 +1,257 @@
+"""``Network``: records a typed graph of layers, one DSL call per layer.
+
+>>> import numpy as np, trtdsl as td
+>>> net = td.Network("mlp")
+>>> x = net.input("x", (None, 4))                    # dynamic batch
+>>> h = (x @ net.constant(np.ones((4, 8), "float32"))).relu()
+>>> net.output(h.sum(axis=-1), "y")
+>>> net.run({"x": np.ones((2, 4), "float32")})["y"].tolist()
+[32.0, 32.0]
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import dtypes
+from .errors import DefinitionError, SourceLocation, user_location
+from .ir import Layer, TensorType, format_shape
+from .ops import CONSTANT, INPUT
+from .ops.base import OpDef
+from .tensor import Tensor
+from .world import World
+
+
+class Network:
+    """A network definition: inputs, layers and outputs, for one rank of a ``world``."""
+
+    def __init__(self, name: str = "network", *, world: World | None = None) -> None:
+        self.name = name
+        self.world = world
+        self.layers: list[Layer] = []
+        self.inputs: dict[str, Tensor] = {}
+        self.outputs: dict[str, Tensor] = {}
+        self._names: set[str] = set()
+        self._counters: dict[str, int] = {}
+
+    # -- world -----------------------------------------------------------------------------
+    @property
+    def world_size(self) -> int | None:
+        return None if self.world is None else self.world.size
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.world is None else self.world.rank
+
+    # -- definition --------------------------------------------------------------------------
+    def _fail(self, message: str, where: SourceLocation | None = None) -> DefinitionError:
+        return DefinitionError(message, layer=None, where=where or user_location())
+
+    def _unique_name(self, base: str, name: str | None, where: SourceLocation) -> str:
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise self._fail(f"layer name must be a non-empty string, got {name!r}", where)
+            if name in self._names:
+                raise self._fail(f"duplicate layer name '{name}'", where)
+            self._names.add(name)
+            return name
+        while True:
+            n = self._counters.get(base, 0)
+            self._counters[base] = n + 1
+            candidate = f"{base}_{n}"
+            if candidate not in self._names:
+                self._names.add(candidate)
+                return candidate
+
+    def add_layer(
+        self,
+        op: OpDef,
+        inputs: Sequence[Tensor],
+        attrs: dict[str, Any] | None = None,
+        name: str | None = None,
+        base: str | None = None,
+    ) -> list[Tensor]:
+        """Record one layer; infer its output types (errors point at the user's line)."""
+        where = user_location()
+        for t in inputs:
+            if not isinstance(t, Tensor):
+                raise self._fail(f"{op.name}: expected a Tensor input, got {type(t).__name__}", where)
+            if t.network is not self:
+                raise self._fail(
+                    f"{op.name}: tensor '{t.name}' belongs to network '{t.network.name}', "
+                    f"not '{self.name}'",
+                    where,
+                )
+        layer_name = self._unique_name(base or op.name, name, where)
+        layer = Layer(layer_name, op, tuple(inputs), dict(attrs or {}), where, len(self.layers))
+        try:
+            types = op.infer(layer)
+        except DefinitionError:
+            self._names.discard(layer_name)
+            raise
+        multi = len(types) > 1
+        layer.outputs = [
+            Tensor(self, layer, i, ty, f"{layer_name}:{i}" if multi else layer_name)
+            for i, ty in enumerate(types)
+        ]
+        self.layers.append(layer)
+        return layer.outputs
+
+    def input(
+        self,
+        name: str,
+        shape: Sequence[int | None],
+        dtype: dtypes.DType | str = "float32",
+    ) -> Tensor:
+        """A network input. Use None or -1 for a dynamic dimension."""
+        where = user_location()
+        if name in self.inputs:
+            raise self._fail(f"duplicate input name '{name}'", where)
+        try:
+            dt = dtypes.as_dtype(dtype)
+        except ValueError as e:
+            raise self._fail(f"input '{name}': {e}", where) from None
+        dims = []
+        for d in shape:
+            if d is None or d == -1:
+                dims.append(None)
+            elif isinstance(d, (int, np.integer)) and d >= 0:
+                dims.append(int(d))
+            else:
+                raise self._fail(f"input '{name}': bad dimension {d!r} in shape {tuple(shape)}", where)
+        ty = TensorType(tuple(dims), dt)
+        (t,) = self.add_layer(INPUT, (), {"name": name, "type": ty}, name=name)
+        self.inputs[name] = t
+        return t
+
+    def constant(
+        self, value: Any, *, dtype: dtypes.DType | str | None = None, name: str | None = None
+    ) -> Tensor:
+        """A constant (weights) from a NumPy array or scalar; float64 becomes float32."""
+        arr = np.asarray(value)
+        if dtype is not None:
+            arr = arr.astype(dtypes.as_dtype(dtype).numpy)
+        elif arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        elif arr.dtype == np.int64 and np.ndim(value) == 0:
+            arr = arr.astype(np.int32)
+        try:
+            dtypes.as_dtype(arr.dtype)
+        except ValueError as e:
+            raise self._fail(f"constant: {e}") from None
+        arr = np.array(arr, order="C", copy=True)
+        arr.setflags(write=False)
+        (t,) = self.add_layer(CONSTANT, (), {"value": arr}, name=name)
+        return t
+
+    def output(self, tensor: Tensor, name: str | None = None) -> Tensor:
+        """Mark ``tensor`` as a network output called ``name`` (default: the tensor's name)."""
+        where = user_location()
+        if not isinstance(tensor, Tensor) or tensor.network is not self:
+            raise self._fail("output: expected a Tensor of this network", where)
+        name = name or tensor.name
+        if name in self.outputs:
+            raise self._fail(f"duplicate output name '{name}'", where)
+        for other, t in self.outputs.items():
+            if t is tensor:
+                raise self._fail(f"tensor '{tensor.name}' is already output '{other}'", where)
+        self.outputs[name] = tensor
+        return tensor
+
+    # -- lookup ------------------------------------------------------------------------------
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        known = ", ".join(lay.name for lay in self.layers[:20])
+        raise self._fail(f"unknown layer '{name}'; layers: {known}")
+
+    @property
+    def collectives(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.op.is_collective]
+
+    def collective_fingerprint(self) -> list[tuple]:
+        """(layer name, source line, fingerprint) of each collective, in order."""
+        return [(c.name, str(c.where), c.op.fingerprint(c)) for c in self.collectives]
+
+    # -- execution ---------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any], backend: str = "numpy", **options: Any) -> dict:
+        """Run the network and return ``{output name: array}``.
+
+        ``backend``: "numpy" (reference, CPU), "cupy" (GPU, NCCL collectives) or "tensorrt".
+        With a world of several ranks this is a collective call: every rank must call it.
+        """
+        from .backends import get_backend
+
+        return get_backend(backend).run(self, feeds, **options)
+
+    def build(self, **options: Any) -> bytes:
+        """Build a serialized TensorRT engine for this rank (needs TensorRT 11)."""
+        from .backends.tensorrt import build_engine
+
+        return build_engine(self, **options)
+
+    # -- inspection --------------------------------------------------------------------------
+    def summary(self, file: Any = None, print_it: bool = True) -> str:
+        """Print (and return) a per-layer table: name, op, output shape, dtype, parameter bytes."""
+        rows = [("layer", "op", "output shape", "dtype", "params")]
+        total = 0
+        for layer in self.layers:
+            pb = layer.op.param_bytes(layer)
+            total += pb
+            for i, t in enumerate(layer.outputs):
+                rows.append((
+                    layer.name if i == 0 else "",
+                    layer.op.describe(layer) if i == 0 else "",
+                    format_shape(t.type.shape),
+                    t.type.dtype.name,
+                    str(pb) if i == 0 else "",
+                ))
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        out = io.StringIO()
+        world = "" if self.world is None else f", rank {self.rank} of {self.world_size}"
+        out.write(f"Network '{self.name}': {len(self.layers)} layers{world}\n")
+        for j, r in enumerate(rows):
+            out.write("  ".join(
+                cell.rjust(w) if c == 4 else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))
+            ).rstrip() + "\n")
+            if j == 0:
+                out.write("  ".join("-" * w for w in widths) + "\n")
+        outs = ", ".join(f"{k} <- {t.name}" for k, t in self.outputs.items()) or "none"
+        out.write(f"outputs: {outs}\nparameters: {total} bytes\n")
+        text = out.getvalue()
+        if print_it:
+            print(text, end="", file=file)
+        return text
+
+    def to_dot(self) -> str:
+        """The graph in Graphviz dot: one node per layer, edges labelled with shapes."""
+        def q(s: str) -> str:
+            return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        lines = [f"digraph {q(self.name)} {{", "  rankdir=TB;", "  node [shape=box, fontsize=10];"]
+        for layer in self.layers:
+            shape = "ellipse" if layer.op.name in ("input", "constant") else "box"
+            style = ', style=filled, fillcolor="#ffe9b3"' if layer.op.is_collective else ""
+            label = f"{layer.name}\\n{layer.op.describe(layer)}"
+            lines.append(f"  {q(layer.name)} [label={q(label)}, shape={shape}{style}];")
+            for t in layer.inputs:
+                lines.append(
+                    f"  {q(t.producer.name)} -> {q(layer.name)} [label={q(str(t.type))}];"
+                )
+        for name, t in self.outputs.items():
+            lines.append(f"  {q('out:' + name)} [label={q(name)}, shape=ellipse, style=bold];")
+            lines.append(f"  {q(t.producer.name)} -> {q('out:' + name)} [label={q(str(t.type))}];")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({self.name!r}, layers={len(self.layers)}, inputs={list(self.inputs)}, "
+            f"outputs={list(self.outputs)})"
+        )

@@ -1,0 +1,277 @@
+"""The collective op (TensorRT 11's IDistCollectiveLayer): shape rule, multi-rank semantics and
+lowering, declared once.
+
+All eight collectives work on axis 0. For a group of ``n`` ranks, each holding ``x`` of shape
+``[d0, ...]``:
+
+=============== ================================= ===================================
+op              output shape                      output on group member ``i``
+=============== ================================= ===================================
+all_reduce      ``[d0, ...]``                     reduce over members
+broadcast       ``[d0, ...]``                     the root's input
+reduce          ``[d0, ...]``                     root: reduce over members; others undefined
+all_gather      ``[n*d0, ...]``                   members' inputs concatenated in group order
+reduce_scatter  ``[d0/n, ...]``                   chunk ``i`` of the reduction
+all_to_all      ``[d0, ...]``                     chunk ``i`` of every member, concatenated
+gather          ``[n*d0, ...]``                   root: as all_gather; others undefined
+scatter         ``[d0/n, ...]``                   chunk ``i`` of the root's input
+=============== ================================= ===================================
+
+``root`` is an index into the rank's group (with ``groups=None`` that is the global rank).
+The NumPy backend fills "undefined" outputs with NaN (floats) or the type's minimum (ints).
+
+>>> import trtdsl as td
+>>> net = td.Network("ar", world=td.StaticWorld(size=4, rank=0))
+>>> y = net.input("x", (8, 16)).all_reduce("sum")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes
+from ..ir import Layer, TensorType
+from .base import OpDef
+
+COLLECTIVE_OPS: tuple[str, ...] = (
+    "all_reduce",
+    "broadcast",
+    "reduce",
+    "all_gather",
+    "reduce_scatter",
+    "all_to_all",
+    "gather",
+    "scatter",
+)
+REDUCE_OPS: tuple[str, ...] = ("sum", "prod", "max", "min", "avg")
+REDUCING = frozenset({"all_reduce", "reduce", "reduce_scatter"})
+ROOTED = frozenset({"broadcast", "reduce", "gather", "scatter"})
+SPLITTING = frozenset({"reduce_scatter", "all_to_all", "scatter"})
+ALLOWED_DTYPES = (dtypes.float32, dtypes.float16, dtypes.bfloat16, dtypes.int8, dtypes.int32,
+                  dtypes.int64)
+
+
+@dataclass(frozen=True)
+class CollectiveSpec:
+    """A validated collective as one rank sees it: op, reduce op, root (group index), the rank's
+    own ordered group of global ranks, and the full partition of ranks into groups."""
+
+    op: str
+    reduce: str | None
+    root: int | None
+    group: tuple[int, ...]
+    partition: tuple[tuple[int, ...], ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.group)
+
+    def root_rank(self) -> int | None:
+        """The root's global rank, or None."""
+        return None if self.root is None else self.group[self.root]
+
+
+def normalize_groups(groups: Any, size: int) -> tuple[tuple[int, ...], ...]:
+    """None -> one group of all ranks; [0, 1, 2, 3] -> one ordered group (must hold every rank);
+    [[0, 1], [2, 3]] -> a partition of range(size). ValueError with the reason otherwise."""
+    if groups is None or (isinstance(groups, Sequence) and len(groups) == 0):
+        return (tuple(range(size)),)
+    if not isinstance(groups, Sequence) or isinstance(groups, str):
+        raise ValueError(f"groups must be None, a list of ranks or a list of lists, got {groups!r}")
+    if all(isinstance(g, (int, np.integer)) for g in groups):
+        groups = [groups]
+    parts: list[tuple[int, ...]] = []
+    for g in groups:
+        if not isinstance(g, Sequence) or not all(isinstance(r, (int, np.integer)) for r in g):
+            raise ValueError(f"each group must be a list of int ranks, got {g!r}")
+        if len(g) == 0:
+            raise ValueError("groups must not be empty")
+        parts.append(tuple(int(r) for r in g))
+    seen = [r for g in parts for r in g]
+    bad = sorted({r for r in seen if not 0 <= r < size})
+    if bad:
+        raise ValueError(f"groups name ranks {bad} outside the world of {size} ranks")
+    dup = sorted({r for r in seen if seen.count(r) > 1})
+    missing = sorted(set(range(size)) - set(seen))
+    if dup or missing:
+        what = []
+        if dup:
+            what.append(f"ranks {dup} appear more than once")
+        if missing:
+            what.append(f"ranks {missing} are in no group")
+        raise ValueError(
+            f"groups {[list(g) for g in parts]} are not a partition of ranks 0..{size - 1}: "
+            + "; ".join(what)
+        )
+    return tuple(parts)
+
+
+def poison(xp: Any, shape: tuple, dtype: np.dtype) -> Any:
+    """An array marking undefined output: NaN for floats, the minimum for ints."""
+    if np.issubdtype(dtype, np.integer):
+        return xp.full(shape, np.iinfo(dtype).min, dtype=dtype)
+    return xp.full(shape, np.nan, dtype=dtype)
+
+
+def _reduce(xp: Any, arrays: list[Any], how: str, dtype: np.dtype) -> Any:
+    compute = np.float32 if (dtype.kind == "f" or dtype.kind == "V") and dtype.itemsize < 4 else None
+    stack = xp.stack([a.astype(compute) if compute else a for a in arrays])
+    if how == "sum":
+        out = stack.sum(axis=0, dtype=stack.dtype)
+    elif how == "prod":
+        out = stack.prod(axis=0, dtype=stack.dtype)
+    elif how == "max":
+        out = stack.max(axis=0)
+    elif how == "min":
+        out = stack.min(axis=0)
+    else:
+        out = stack.sum(axis=0, dtype=stack.dtype) / len(arrays)
+    return out.astype(dtype)
+
+
+def simulate(spec: CollectiveSpec, arrays: list[Any], xp: Any = np) -> list[Any]:
+    """Every group member's output, from every member's input (in group order).
+
+    This is the single definition of the collectives' semantics used by the NumPy backend.
+    """
+    n = len(arrays)
+    x0 = arrays[0]
+    dtype = x0.dtype
+    op = spec.op
+    if op == "all_reduce":
+        r = _reduce(xp, arrays, spec.reduce, dtype)
+        return [r.copy() for _ in range(n)]
+    if op == "broadcast":
+        return [arrays[spec.root].copy() for _ in range(n)]
+    if op == "reduce":
+        r = _reduce(xp, arrays, spec.reduce, dtype)
+        return [r if i == spec.root else poison(xp, x0.shape, dtype) for i in range(n)]
+    if op == "all_gather":
+        cat = xp.concatenate(arrays, axis=0)
+        return [cat.copy() for _ in range(n)]
+    if op == "gather":
+        cat = xp.concatenate(arrays, axis=0)
+        return [cat if i == spec.root else poison(xp, cat.shape, dtype) for i in range(n)]
+    c = x0.shape[0] // n
+    if op == "reduce_scatter":
+        r = _reduce(xp, arrays, spec.reduce, dtype)
+        return [r[i * c : (i + 1) * c].copy() for i in range(n)]
+    if op == "scatter":
+        src = arrays[spec.root]
+        return [src[i * c : (i + 1) * c].copy() for i in range(n)]
+    if op == "all_to_all":
+        return [xp.concatenate([a[i * c : (i + 1) * c] for a in arrays], axis=0) for i in range(n)]
+    raise ValueError(f"unknown collective {op!r}")
+
+
+def output_shape(op: str, shape: tuple, n: int) -> tuple:
+    """Output shape of a collective over ``n`` ranks (axis 0)."""
+    d0 = shape[0]
+    if op in ("all_gather", "gather"):
+        return (None if d0 is None else d0 * n,) + tuple(shape[1:])
+    if op in ("reduce_scatter", "scatter"):
+        return (None if d0 is None else d0 // n,) + tuple(shape[1:])
+    return tuple(shape)
+
+
+class Collective(OpDef):
+    """One of the eight NCCL collectives (attrs ``op``, ``reduce``, ``root``, ``groups`` and the
+    world's ``world_size`` and ``rank``, filled in when the layer is created)."""
+
+    name = "collective"
+    is_collective = True
+
+    def infer(self, layer: Layer) -> list[TensorType]:
+        (x,) = layer.input_types
+        a = layer.attrs
+        op, reduce, root = a["op"], a["reduce"], a["root"]
+        size, rank = a["world_size"], a["rank"]
+        if op not in COLLECTIVE_OPS:
+            raise layer.fail(f"unknown collective {op!r}; expected one of {COLLECTIVE_OPS}")
+        if size is None:
+            raise layer.fail(
+                "world size unknown: create the network with Network(name, world=...) "
+                "(MPIWorld(), a rank of InProcessWorld(n), or StaticWorld(size, rank))"
+            )
+        if reduce in ("none", "NONE"):
+            reduce = None
+        if op in REDUCING:
+            if reduce is None:
+                raise layer.fail(f"{op} needs a reduce op, one of {REDUCE_OPS}")
+            if reduce not in REDUCE_OPS:
+                raise layer.fail(f"unknown reduce op {reduce!r}; expected one of {REDUCE_OPS}")
+            if reduce == "avg" and not x.dtype.is_float:
+                raise layer.fail(f"reduce 'avg' needs a float input, got {x.dtype}")
+        elif reduce is not None:
+            raise layer.fail(f"{op} does not reduce: pass reduce=None, not {reduce!r}")
+        if x.dtype not in ALLOWED_DTYPES:
+            names = ", ".join(d.name for d in ALLOWED_DTYPES)
+            raise layer.fail(f"collectives take {names}; got {x.dtype}")
+        if x.rank == 0:
+            raise layer.fail("collectives work on axis 0: input needs rank >= 1")
+        try:
+            partition = normalize_groups(a["groups"], size)
+        except ValueError as e:
+            raise layer.fail(str(e)) from None
+        group = next(g for g in partition if rank in g)
+        n = len(group)
+        if op in ROOTED:
+            root = 0 if root is None else root
+            if not isinstance(root, (int, np.integer)) or not 0 <= root < n:
+                raise layer.fail(
+                    f"root {root} is outside the group {list(group)} (root is an index into "
+                    f"the rank's group, 0..{n - 1})"
+                )
+            root = int(root)
+        elif root not in (None, -1):
+            raise layer.fail(f"{op} has no root: pass root=None, not {root!r}")
+        else:
+            root = None
+        d0 = x.shape[0]
+        if op in SPLITTING and d0 is not None and d0 % n:
+            raise layer.fail(
+                f"{op} splits axis 0 of size {d0} into {n} chunks: {d0} is not divisible by {n}"
+            )
+        layer.attrs["spec"] = CollectiveSpec(op, reduce, root, group, partition)
+        return [TensorType(output_shape(op, x.shape, n), x.dtype)]
+
+    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+        return [ctx.collective(layer, inputs[0])]
+
+    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+        spec: CollectiveSpec = layer.attrs["spec"]
+        if spec.n == 1:  # world-size-1 collectives are reported to crash TensorRT: skip
+            return [b.out(b.network.add_identity(inputs[0]), layer)]
+        op = b.enum("CollectiveOperation", spec.op)
+        red = b.enum("ReduceOperation", spec.reduce or "none")
+        root = -1 if spec.root is None else b.collective_root(spec)
+        lay = b.network.add_dist_collective(inputs[0], op, red, root, list(spec.group))
+        lay.num_ranks = layer.attrs["world_size"]
+        return [b.out(lay, layer)]
+
+    def describe(self, layer: Layer) -> str:
+        spec: CollectiveSpec | None = layer.attrs.get("spec")
+        if spec is None:
+            return layer.attrs["op"]
+        parts = [spec.op]
+        if spec.reduce:
+            parts.append(spec.reduce)
+        if spec.root is not None:
+            parts.append(f"root={spec.root}")
+        if spec.n != layer.attrs["world_size"]:
+            parts.append(f"group={list(spec.group)}")
+        return f"{parts[0]}({', '.join(parts[1:])})" if len(parts) > 1 else parts[0]
+
+    def fingerprint(self, layer: Layer, shape: tuple | None = None) -> tuple:
+        """What ranks must agree on before running this collective."""
+        spec: CollectiveSpec = layer.attrs["spec"]
+        t = layer.input_types[0]
+        return (spec.op, spec.reduce, spec.root, spec.partition, t.dtype.name,
+                tuple(t.shape) if shape is None else tuple(shape))
+
+
+COLLECTIVE = Collective()

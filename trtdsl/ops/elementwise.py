@@ -1,0 +1,197 @@
+"""Elementwise ops: binary arithmetic and comparisons, unary math, activations.
+
+>>> import trtdsl as td
+>>> net = td.Network("ew")
+>>> x = net.input("x", (2, 3))
+>>> y = (x * 2.0 + 1.0).relu()
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes
+from ..ir import Layer, TensorType
+from .base import OpDef
+from .shapes import broadcast_shapes
+
+
+def _compute(ctx: Any, x: Any, dtype: dtypes.DType) -> Any:
+    """Upcast 16-bit floats to float32 for computing, as TensorRT's kernels accumulate."""
+    return x.astype(dtypes.compute_dtype(dtype), copy=False)
+
+
+def _int_div(xp: Any, a: Any, b: Any) -> Any:
+    """Integer division rounding toward zero (C semantics, TensorRT's kDIV on ints)."""
+    q = xp.abs(a) // xp.abs(b)
+    return xp.where((a < 0) != (b < 0), -q, q)
+
+
+# name -> (reference(xp, a, b, is_int), allowed dtype kinds, result is bool)
+_BINARY: dict[str, tuple[Any, frozenset[str], bool]] = {
+    "add": (lambda xp, a, b, i: a + b, frozenset({"float", "int"}), False),
+    "sub": (lambda xp, a, b, i: a - b, frozenset({"float", "int"}), False),
+    "mul": (lambda xp, a, b, i: a * b, frozenset({"float", "int"}), False),
+    "div": (lambda xp, a, b, i: _int_div(xp, a, b) if i else a / b, frozenset({"float", "int"}), False),
+    "floor_div": (lambda xp, a, b, i: xp.floor_divide(a, b) if i else xp.floor(a / b),
+                  frozenset({"float", "int"}), False),
+    "pow": (lambda xp, a, b, i: xp.power(a, b), frozenset({"float"}), False),
+    "min": (lambda xp, a, b, i: xp.minimum(a, b), frozenset({"float", "int"}), False),
+    "max": (lambda xp, a, b, i: xp.maximum(a, b), frozenset({"float", "int"}), False),
+    "equal": (lambda xp, a, b, i: a == b, frozenset({"float", "int", "bool"}), True),
+    "less": (lambda xp, a, b, i: a < b, frozenset({"float", "int"}), True),
+    "greater": (lambda xp, a, b, i: a > b, frozenset({"float", "int"}), True),
+    "and": (lambda xp, a, b, i: xp.logical_and(a, b), frozenset({"bool"}), True),
+    "or": (lambda xp, a, b, i: xp.logical_or(a, b), frozenset({"bool"}), True),
+    "xor": (lambda xp, a, b, i: xp.logical_xor(a, b), frozenset({"bool"}), True),
+}
+
+BINARY_OPS: tuple[str, ...] = tuple(_BINARY)
+
+
+class ElementWise(OpDef):
+    """Binary elementwise op with NumPy broadcasting (attr ``kind``: add, sub, ..., xor)."""
+
+    name = "elementwise"
+
+    def infer(self, layer: Layer) -> list[TensorType]:
+        kind = layer.attrs["kind"]
+        if kind not in _BINARY:
+            raise layer.fail(f"unknown elementwise kind {kind!r}; expected one of {BINARY_OPS}")
+        a, b = layer.input_types
+        if a.dtype != b.dtype:
+            raise layer.fail(
+                f"dtype clash: {a.dtype} vs {b.dtype} (networks are strongly typed: cast one)"
+            )
+        _, kinds, to_bool = _BINARY[kind]
+        if a.dtype.kind not in kinds:
+            raise layer.fail(f"'{kind}' does not take {a.dtype} inputs")
+        shape = broadcast_shapes(layer, a.shape, b.shape)
+        return [TensorType(shape, dtypes.bool_ if to_bool else a.dtype)]
+
+    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+        fn, _, to_bool = _BINARY[layer.attrs["kind"]]
+        dt = layer.input_types[0].dtype
+        a, b = (_compute(ctx, x, dt) for x in inputs)
+        out = fn(ctx.xp, a, b, dt.kind == "int")
+        return [out if to_bool else out.astype(dt.numpy)]
+
+    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+        rank = len(layer.outputs[0].type.shape)
+        x, y = (b.expand_rank(t, len(ty.shape), rank) for t, ty in zip(inputs, layer.input_types))
+        op = b.enum("ElementWiseOperation", layer.attrs["kind"])
+        return [b.out(b.network.add_elementwise(x, y, op), layer)]
+
+    def describe(self, layer: Layer) -> str:
+        return layer.attrs["kind"]
+
+
+def _erf(ctx: Any, x: Any) -> Any:
+    return ctx.erf(x)
+
+
+_UNARY: dict[str, tuple[Any, frozenset[str]]] = {
+    "exp": (lambda ctx, x: ctx.xp.exp(x), frozenset({"float"})),
+    "log": (lambda ctx, x: ctx.xp.log(x), frozenset({"float"})),
+    "sqrt": (lambda ctx, x: ctx.xp.sqrt(x), frozenset({"float"})),
+    "recip": (lambda ctx, x: 1.0 / x, frozenset({"float"})),
+    "abs": (lambda ctx, x: ctx.xp.abs(x), frozenset({"float", "int"})),
+    "neg": (lambda ctx, x: -x, frozenset({"float", "int"})),
+    "tanh": (lambda ctx, x: ctx.xp.tanh(x), frozenset({"float"})),
+    "erf": (_erf, frozenset({"float"})),
+    "sin": (lambda ctx, x: ctx.xp.sin(x), frozenset({"float"})),
+    "cos": (lambda ctx, x: ctx.xp.cos(x), frozenset({"float"})),
+    "floor": (lambda ctx, x: ctx.xp.floor(x), frozenset({"float"})),
+    "ceil": (lambda ctx, x: ctx.xp.ceil(x), frozenset({"float"})),
+    "not": (lambda ctx, x: ctx.xp.logical_not(x), frozenset({"bool"})),
+}
+
+UNARY_OPS: tuple[str, ...] = tuple(_UNARY)
+
+
+class Unary(OpDef):
+    """Unary math (attr ``kind``: exp, log, sqrt, recip, abs, neg, tanh, erf, sin, cos, ...)."""
+
+    name = "unary"
+
+    def infer(self, layer: Layer) -> list[TensorType]:
+        kind = layer.attrs["kind"]
+        if kind not in _UNARY:
+            raise layer.fail(f"unknown unary kind {kind!r}; expected one of {UNARY_OPS}")
+        (x,) = layer.input_types
+        if x.dtype.kind not in _UNARY[kind][1]:
+            raise layer.fail(f"'{kind}' does not take {x.dtype} inputs")
+        return [x]
+
+    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+        dt = layer.input_types[0].dtype
+        out = _UNARY[layer.attrs["kind"]][0](ctx, _compute(ctx, inputs[0], dt))
+        return [out.astype(dt.numpy)]
+
+    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+        op = b.enum("UnaryOperation", layer.attrs["kind"])
+        return [b.out(b.network.add_unary(inputs[0], op), layer)]
+
+    def describe(self, layer: Layer) -> str:
+        return layer.attrs["kind"]
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+_ACTIVATIONS: dict[str, Any] = {
+    "relu": lambda ctx, x: ctx.xp.maximum(x, 0),
+    "sigmoid": lambda ctx, x: 1.0 / (1.0 + ctx.xp.exp(-x)),
+    "gelu_erf": lambda ctx, x: 0.5 * x * (1.0 + ctx.erf(x / math.sqrt(2.0))),
+    "gelu_tanh": lambda ctx, x: 0.5
+    * x
+    * (1.0 + ctx.xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+    "silu": lambda ctx, x: x / (1.0 + ctx.xp.exp(-x)),
+}
+
+ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
+
+
+class Activation(OpDef):
+    """Activation functions (attr ``kind``: relu, sigmoid, gelu_erf, gelu_tanh, silu)."""
+
+    name = "activation"
+
+    def infer(self, layer: Layer) -> list[TensorType]:
+        kind = layer.attrs["kind"]
+        if kind not in _ACTIVATIONS:
+            raise layer.fail(f"unknown activation {kind!r}; expected one of {ACTIVATIONS}")
+        (x,) = layer.input_types
+        if not x.dtype.is_float:
+            raise layer.fail(f"activation '{kind}' needs a float input, got {x.dtype}")
+        return [x]
+
+    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+        dt = layer.input_types[0].dtype
+        out = _ACTIVATIONS[layer.attrs["kind"]](ctx, _compute(ctx, inputs[0], dt))
+        return [out.astype(dt.numpy)]
+
+    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+        kind = layer.attrs["kind"]
+        (x,) = inputs
+        if kind == "silu":  # TensorRT has no SiLU activation: x * sigmoid(x)
+            sig = b.network.add_activation(x, b.enum("ActivationType", "sigmoid"))
+            b.name(sig, layer, "sigmoid")
+            prod = b.enum("ElementWiseOperation", "mul")
+            return [b.out(b.network.add_elementwise(x, sig.get_output(0), prod), layer)]
+        return [b.out(b.network.add_activation(x, b.enum("ActivationType", kind)), layer)]
+
+    def describe(self, layer: Layer) -> str:
+        return layer.attrs["kind"]
+
+
+ELEMENTWISE = ElementWise()
+UNARY = Unary()
+ACTIVATION = Activation()
+
+
+def erf_numpy(x: np.ndarray) -> np.ndarray:
+    """Exact (float64) erf for the NumPy reference, which has no erf of its own."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype, copy=False)
