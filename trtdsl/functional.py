@@ -249,7 +249,8 @@ def gelu(x: Tensor, approximate: str = "none", name: str | None = None) -> Tenso
     kinds = {"none": "gelu_erf", "erf": "gelu_erf", "tanh": "gelu_tanh"}
     if approximate not in kinds:
         raise DefinitionError(
-            f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}", where=user_location()
+            f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}",
+            where=user_location(),
         )
     return _unary(ACTIVATION, kinds[approximate], x, name)
 
@@ -260,8 +261,13 @@ def silu(x: Tensor, name: str | None = None) -> Tensor:
 
 
 # -- linear algebra ------------------------------------------------------------------------
-def matmul(a: TensorLike, b: TensorLike, transpose_a: bool = False, transpose_b: bool = False,
-           name: str | None = None) -> Tensor:
+def matmul(
+    a: TensorLike,
+    b: TensorLike,
+    transpose_a: bool = False,
+    transpose_b: bool = False,
+    name: str | None = None,
+) -> Tensor:
     """Matrix product with batch broadcasting. ``F.matmul(q, k, transpose_b=True)``"""
     net = _network(a, b)
     like = a if isinstance(a, Tensor) else b
@@ -280,33 +286,49 @@ def _reduce(kind: str, x: Tensor, axis: Any, keepdims: bool, name: str | None) -
     return _network(x).add_layer(REDUCE, (x,), attrs, name=name, base=f"reduce_{kind}")[0]
 
 
-def reduce_sum(x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
+def reduce_sum(
+    x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Tensor:
     """Sum over ``axis`` (int, tuple, or None for all)."""
     return _reduce("sum", x, axis, keepdims, name)
 
 
-def reduce_mean(x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
+def reduce_mean(
+    x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Tensor:
     """Mean over ``axis``."""
     return _reduce("mean", x, axis, keepdims, name)
 
 
-def reduce_max(x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
+def reduce_max(
+    x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Tensor:
     """Maximum over ``axis``."""
     return _reduce("max", x, axis, keepdims, name)
 
 
-def reduce_min(x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
+def reduce_min(
+    x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Tensor:
     """Minimum over ``axis``."""
     return _reduce("min", x, axis, keepdims, name)
 
 
-def reduce_prod(x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
+def reduce_prod(
+    x: Tensor, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Tensor:
     """Product over ``axis``."""
     return _reduce("prod", x, axis, keepdims, name)
 
 
-def layer_norm(x: Tensor, scale: TensorLike, bias: TensorLike, axes: Any = -1, eps: float = 1e-5,
-               name: str | None = None) -> Tensor:
+def layer_norm(
+    x: Tensor,
+    scale: TensorLike,
+    bias: TensorLike,
+    axes: Any = -1,
+    eps: float = 1e-5,
+    name: str | None = None,
+) -> Tensor:
     """Layer normalization over trailing ``axes``; scale/bias have the normalized shape."""
     net = _network(x)
     s, b = _lift(net, scale, x), _lift(net, bias, x)
@@ -314,8 +336,9 @@ def layer_norm(x: Tensor, scale: TensorLike, bias: TensorLike, axes: Any = -1, e
     return net.add_layer(NORMALIZATION, (x, s, b), attrs, name=name, base="layer_norm")[0]
 
 
-def rms_norm(x: Tensor, scale: TensorLike, axes: Any = -1, eps: float = 1e-6,
-             name: str | None = None) -> Tensor:
+def rms_norm(
+    x: Tensor, scale: TensorLike, axes: Any = -1, eps: float = 1e-6, name: str | None = None
+) -> Tensor:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * scale`` over trailing ``axes``."""
     net = _network(x)
     s = _lift(net, scale, x)
@@ -344,8 +367,9 @@ def expand_dims(x: Tensor, axis: int, name: str | None = None) -> Tensor:
     """Insert a dimension of size 1 at ``axis`` (a reshape)."""
     r = x.ndim + 1
     if not -r <= axis < r:
-        raise DefinitionError(f"expand_dims: axis {axis} out of range for rank {x.ndim}",
-                              where=user_location())
+        raise DefinitionError(
+            f"expand_dims: axis {axis} out of range for rank {x.ndim}", where=user_location()
+        )
     axis %= r
     dims = [0] * x.ndim
     dims.insert(axis, 1)
@@ -355,11 +379,14 @@ def expand_dims(x: Tensor, axis: int, name: str | None = None) -> Tensor:
 def squeeze(x: Tensor, axis: int, name: str | None = None) -> Tensor:
     """Remove dimension ``axis``, which must have size 1 (a reshape)."""
     if not -x.ndim <= axis < x.ndim or x.shape[axis] != 1:
-        raise DefinitionError(f"squeeze: axis {axis} of shape {x.shape} is not of size 1",
-                              where=user_location())
+        raise DefinitionError(
+            f"squeeze: axis {axis} of shape {x.shape} is not of size 1", where=user_location()
+        )
     axis %= x.ndim
     if builtins.sum(d is None for d in x.shape) > 1:
-        raise DefinitionError("squeeze: at most one dynamic dim is supported", where=user_location())
+        raise DefinitionError(
+            "squeeze: at most one dynamic dim is supported", where=user_location()
+        )
     dims = [-1 if d is None else d for i, d in enumerate(x.shape) if i != axis]
     return reshape(x, dims, name=name)
 
@@ -371,8 +398,13 @@ def concat(tensors: Sequence[Tensor], axis: int = 0, name: str | None = None) ->
     return net.add_layer(CONCAT, tensors, {"axis": axis}, name=name)[0]
 
 
-def slice(x: Tensor, start: Sequence[int], size: Sequence[int],  # noqa: A001
-          stride: Sequence[int] | None = None, name: str | None = None) -> Tensor:
+def slice(
+    x: Tensor,
+    start: Sequence[int],
+    size: Sequence[int],  # noqa: A001
+    stride: Sequence[int] | None = None,
+    name: str | None = None,
+) -> Tensor:
     """Static strided slice: ``size[i]`` elements from ``start[i]`` every ``stride[i]``."""
     stride = (1,) * len(start) if stride is None else tuple(stride)
     attrs = {"start": tuple(start), "size": tuple(size), "stride": stride}
@@ -409,10 +441,14 @@ def getitem(x: Tensor, index: Any) -> Tensor:
                 axis += 1
                 continue
             if d is None:
-                raise DefinitionError(f"slicing dynamic dim {axis} needs a static size", where=where)
+                raise DefinitionError(
+                    f"slicing dynamic dim {axis} needs a static size", where=where
+                )
             s, e, st = i.indices(d)
             if st < 1:
-                raise DefinitionError(f"negative or zero step {i.step} is not supported", where=where)
+                raise DefinitionError(
+                    f"negative or zero step {i.step} is not supported", where=where
+                )
             n = builtins.max(0, (e - s + st - 1) // st)
             start.append(s if n else 0)
             size.append(n)
@@ -422,8 +458,9 @@ def getitem(x: Tensor, index: Any) -> Tensor:
             if d is None:
                 raise DefinitionError(f"indexing dynamic dim {axis} is not supported", where=where)
             if not -d <= i < d:
-                raise DefinitionError(f"index {i} out of range for dim {axis} of size {d}",
-                                      where=where)
+                raise DefinitionError(
+                    f"index {i} out of range for dim {axis} of size {d}", where=where
+                )
             start.append(int(i) % d)
             size.append(1)
             stride.append(1)
@@ -433,14 +470,16 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     y = slice(x, start, size, stride)
     if tuple(out_dims) != tuple(-1 if s is None else s for s in size):
         if builtins.sum(d == -1 for d in out_dims) > 1:
-            raise DefinitionError("indexing that drops or adds dims supports at most one "
-                                  "dynamic dim", where=where)
+            raise DefinitionError(
+                "indexing that drops or adds dims supports at most one dynamic dim", where=where
+            )
         y = reshape(y, out_dims)
     return y
 
 
-def split(x: Tensor, sections: int | Sequence[int], axis: int = 0,
-          name: str | None = None) -> list[Tensor]:
+def split(
+    x: Tensor, sections: int | Sequence[int], axis: int = 0, name: str | None = None
+) -> list[Tensor]:
     """Split into ``sections`` equal pieces, or pieces of the given sizes."""
     sizes = sections if isinstance(sections, int) else tuple(sections)
     return _network(x).add_layer(SPLIT, (x,), {"axis": axis, "sizes": sizes}, name=name)
@@ -479,8 +518,14 @@ where = select
 
 
 # -- collectives ---------------------------------------------------------------------------
-def collective(x: Tensor, op: str, reduce: str | None = None, root: int | None = None,
-               groups: Any = None, name: str | None = None) -> Tensor:
+def collective(
+    x: Tensor,
+    op: str,
+    reduce: str | None = None,
+    root: int | None = None,
+    groups: Any = None,
+    name: str | None = None,
+) -> Tensor:
     """TensorRT 11's IDistCollectiveLayer: ``op`` one of all_reduce, broadcast, reduce,
     all_gather, reduce_scatter, all_to_all, gather, scatter; ``reduce`` one of sum, prod, max,
     min, avg (reducing ops only); ``root`` an index into the group (rooted ops); ``groups``
@@ -489,12 +534,20 @@ def collective(x: Tensor, op: str, reduce: str | None = None, root: int | None =
     >>> y = x.collective("reduce_scatter", reduce="sum")      # doctest: +SKIP
     """
     net = _network(x)
-    attrs = {"op": op, "reduce": reduce, "root": root, "groups": groups,
-             "world_size": net.world_size, "rank": net.rank}
+    attrs = {
+        "op": op,
+        "reduce": reduce,
+        "root": root,
+        "groups": groups,
+        "world_size": net.world_size,
+        "rank": net.rank,
+    }
     return net.add_layer(COLLECTIVE, (x,), attrs, name=name, base=str(op))[0]
 
 
-def all_reduce(x: Tensor, reduce: str = "sum", groups: Any = None, name: str | None = None) -> Tensor:
+def all_reduce(
+    x: Tensor, reduce: str = "sum", groups: Any = None, name: str | None = None
+) -> Tensor:
     """Reduce over ranks; every rank gets the result."""
     return collective(x, "all_reduce", reduce=reduce, groups=groups, name=name)
 
@@ -504,8 +557,9 @@ def broadcast(x: Tensor, root: int = 0, groups: Any = None, name: str | None = N
     return collective(x, "broadcast", root=root, groups=groups, name=name)
 
 
-def reduce(x: Tensor, reduce: str = "sum", root: int = 0, groups: Any = None,
-           name: str | None = None) -> Tensor:
+def reduce(
+    x: Tensor, reduce: str = "sum", root: int = 0, groups: Any = None, name: str | None = None
+) -> Tensor:
     """Reduce over ranks to the root (other ranks' output is undefined)."""
     return collective(x, "reduce", reduce=reduce, root=root, groups=groups, name=name)
 
@@ -515,8 +569,9 @@ def all_gather(x: Tensor, groups: Any = None, name: str | None = None) -> Tensor
     return collective(x, "all_gather", groups=groups, name=name)
 
 
-def reduce_scatter(x: Tensor, reduce: str = "sum", groups: Any = None,
-                   name: str | None = None) -> Tensor:
+def reduce_scatter(
+    x: Tensor, reduce: str = "sum", groups: Any = None, name: str | None = None
+) -> Tensor:
     """Reduce over ranks, then rank i keeps chunk i of axis 0."""
     return collective(x, "reduce_scatter", reduce=reduce, groups=groups, name=name)
 
@@ -526,8 +581,9 @@ def all_to_all(x: Tensor, groups: Any = None, name: str | None = None) -> Tensor
     return collective(x, "all_to_all", groups=groups, name=name)
 
 
-def gather_collective(x: Tensor, root: int = 0, groups: Any = None,
-                      name: str | None = None) -> Tensor:
+def gather_collective(
+    x: Tensor, root: int = 0, groups: Any = None, name: str | None = None
+) -> Tensor:
     """The GATHER collective: like all_gather, but only the root's output is defined."""
     return collective(x, "gather", root=root, groups=groups, name=name)
 
@@ -537,7 +593,23 @@ def scatter(x: Tensor, root: int = 0, groups: Any = None, name: str | None = Non
     return collective(x, "scatter", root=root, groups=groups, name=name)
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in {
-    "annotations", "builtins", "np", "dtypes", "Any", "Sequence", "TYPE_CHECKING", "Tensor",
-    "DefinitionError", "user_location", "TensorLike",
-} and n.upper() != n]
+__all__ = [
+    n
+    for n in dir()
+    if not n.startswith("_")
+    and n
+    not in {
+        "annotations",
+        "builtins",
+        "np",
+        "dtypes",
+        "Any",
+        "Sequence",
+        "TYPE_CHECKING",
+        "Tensor",
+        "DefinitionError",
+        "user_location",
+        "TensorLike",
+    }
+    and n.upper() != n
+]

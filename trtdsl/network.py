@@ -79,7 +79,9 @@ class Network:
         where = user_location()
         for t in inputs:
             if not isinstance(t, Tensor):
-                raise self._fail(f"{op.name}: expected a Tensor input, got {type(t).__name__}", where)
+                raise self._fail(
+                    f"{op.name}: expected a Tensor input, got {type(t).__name__}", where
+                )
             if t.network is not self:
                 raise self._fail(
                     f"{op.name}: tensor '{t.name}' belongs to network '{t.network.name}', "
@@ -122,7 +124,9 @@ class Network:
             elif isinstance(d, (int, np.integer)) and d >= 0:
                 dims.append(int(d))
             else:
-                raise self._fail(f"input '{name}': bad dimension {d!r} in shape {tuple(shape)}", where)
+                raise self._fail(
+                    f"input '{name}': bad dimension {d!r} in shape {tuple(shape)}", where
+                )
         ty = TensorType(tuple(dims), dt)
         (t,) = self.add_layer(INPUT, (), {"name": name, "type": ty}, name=name)
         self.inputs[name] = t
@@ -205,21 +209,27 @@ class Network:
             pb = layer.op.param_bytes(layer)
             total += pb
             for i, t in enumerate(layer.outputs):
-                rows.append((
-                    layer.name if i == 0 else "",
-                    layer.op.describe(layer) if i == 0 else "",
-                    format_shape(t.type.shape),
-                    t.type.dtype.name,
-                    str(pb) if i == 0 else "",
-                ))
+                rows.append(
+                    (
+                        layer.name if i == 0 else "",
+                        layer.op.describe(layer) if i == 0 else "",
+                        format_shape(t.type.shape),
+                        t.type.dtype.name,
+                        str(pb) if i == 0 else "",
+                    )
+                )
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         out = io.StringIO()
         world = "" if self.world is None else f", rank {self.rank} of {self.world_size}"
         out.write(f"Network '{self.name}': {len(self.layers)} layers{world}\n")
         for j, r in enumerate(rows):
-            out.write("  ".join(
-                cell.rjust(w) if c == 4 else cell.ljust(w) for c, (cell, w) in enumerate(zip(r, widths))
-            ).rstrip() + "\n")
+            out.write(
+                "  ".join(
+                    cell.rjust(w) if c == 4 else cell.ljust(w)
+                    for c, (cell, w) in enumerate(zip(r, widths))
+                ).rstrip()
+                + "\n"
+            )
             if j == 0:
                 out.write("  ".join("-" * w for w in widths) + "\n")
         outs = ", ".join(f"{k} <- {t.name}" for k, t in self.outputs.items()) or "none"
@@ -231,6 +241,7 @@ class Network:
 
     def to_dot(self) -> str:
         """The graph in Graphviz dot: one node per layer, edges labelled with shapes."""
+
         def q(s: str) -> str:
             return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -241,9 +252,7 @@ class Network:
             label = f"{layer.name}\\n{layer.op.describe(layer)}"
             lines.append(f"  {q(layer.name)} [label={q(label)}, shape={shape}{style}];")
             for t in layer.inputs:
-                lines.append(
-                    f"  {q(t.producer.name)} -> {q(layer.name)} [label={q(str(t.type))}];"
-                )
+                lines.append(f"  {q(t.producer.name)} -> {q(layer.name)} [label={q(str(t.type))}];")
         for name, t in self.outputs.items():
             lines.append(f"  {q('out:' + name)} [label={q(name)}, shape=ellipse, style=bold];")
             lines.append(f"  {q(t.producer.name)} -> {q('out:' + name)} [label={q(str(t.type))}];")

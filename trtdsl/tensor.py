@@ -24,8 +24,9 @@ class Tensor:
 
     __array_priority__ = 1000  # make ndarray <op> Tensor defer to Tensor's reflected operators
 
-    def __init__(self, network: Network, producer: Layer, index: int, type: TensorType,
-                 name: str) -> None:
+    def __init__(
+        self, network: Network, producer: Layer, index: int, type: TensorType, name: str
+    ) -> None:
         self.network = network
         self.producer = producer
         self.index = index
@@ -222,34 +223,46 @@ class Tensor:
     def identity(self, name: str | None = None) -> Tensor:
         return F.identity(self, name=name)
 
-    def layer_norm(self, scale: Any, bias: Any, axes: Any = -1, eps: float = 1e-5,
-                   name: str | None = None) -> Tensor:
+    def layer_norm(
+        self, scale: Any, bias: Any, axes: Any = -1, eps: float = 1e-5, name: str | None = None
+    ) -> Tensor:
         return F.layer_norm(self, scale, bias, axes=axes, eps=eps, name=name)
 
-    def rms_norm(self, scale: Any, axes: Any = -1, eps: float = 1e-6,
-                 name: str | None = None) -> Tensor:
+    def rms_norm(
+        self, scale: Any, axes: Any = -1, eps: float = 1e-6, name: str | None = None
+    ) -> Tensor:
         return F.rms_norm(self, scale, axes=axes, eps=eps, name=name)
 
     # -- collectives -------------------------------------------------------------------------
-    def collective(self, op: str, reduce: str | None = None, root: int | None = None,
-                   groups: Any = None, name: str | None = None) -> Tensor:
+    def collective(
+        self,
+        op: str,
+        reduce: str | None = None,
+        root: int | None = None,
+        groups: Any = None,
+        name: str | None = None,
+    ) -> Tensor:
         return F.collective(self, op, reduce=reduce, root=root, groups=groups, name=name)
 
-    def all_reduce(self, reduce: str = "sum", groups: Any = None, name: str | None = None) -> Tensor:
+    def all_reduce(
+        self, reduce: str = "sum", groups: Any = None, name: str | None = None
+    ) -> Tensor:
         return F.all_reduce(self, reduce, groups=groups, name=name)
 
     def broadcast(self, root: int = 0, groups: Any = None, name: str | None = None) -> Tensor:
         return F.broadcast(self, root, groups=groups, name=name)
 
-    def reduce(self, reduce: str = "sum", root: int = 0, groups: Any = None,
-               name: str | None = None) -> Tensor:
+    def reduce(
+        self, reduce: str = "sum", root: int = 0, groups: Any = None, name: str | None = None
+    ) -> Tensor:
         return F.reduce(self, reduce, root, groups=groups, name=name)
 
     def all_gather(self, groups: Any = None, name: str | None = None) -> Tensor:
         return F.all_gather(self, groups=groups, name=name)
 
-    def reduce_scatter(self, reduce: str = "sum", groups: Any = None,
-                       name: str | None = None) -> Tensor:
+    def reduce_scatter(
+        self, reduce: str = "sum", groups: Any = None, name: str | None = None
+    ) -> Tensor:
         return F.reduce_scatter(self, reduce, groups=groups, name=name)
 
     def all_to_all(self, groups: Any = None, name: str | None = None) -> Tensor:

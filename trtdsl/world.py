@@ -151,8 +151,7 @@ class _Hub:
             if failed:
                 r, e = min(failed.items())
                 raise RankFailedError(
-                    f"rank {rank} stopped at {what}: rank {r} failed with "
-                    f"{type(e).__name__}: {e}"
+                    f"rank {rank} stopped at {what}: rank {r} failed with {type(e).__name__}: {e}"
                 ) from None
             raise RankFailedError(
                 f"rank {rank} waited more than {self.timeout} s at {what}: another rank did "

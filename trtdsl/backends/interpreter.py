@@ -72,8 +72,10 @@ def check_feeds(network: Any, feeds: Mapping[str, Any], asarray: Any) -> dict[st
 
 
 def _check_output(ctx: RunContext, layer: Layer, i: int, value: Any, ty: TensorType) -> None:
-    if value.dtype != ty.dtype.numpy or value.ndim != ty.rank or any(
-        d is not None and d != a for d, a in zip(ty.shape, value.shape)
+    if (
+        value.dtype != ty.dtype.numpy
+        or value.ndim != ty.rank
+        or any(d is not None and d != a for d, a in zip(ty.shape, value.shape))
     ):
         raise ctx.error(
             layer,
@@ -94,8 +96,9 @@ def interpret(network: Any, ctx: RunContext) -> dict[str, Any]:
         except ExecutionError:
             raise
         except (ValueError, IndexError, TypeError, FloatingPointError) as e:
-            raise ctx.error(layer, f"{type(e).__name__}: {e} (inputs: "
-                                   f"{[tuple(a.shape) for a in args]})") from e
+            raise ctx.error(
+                layer, f"{type(e).__name__}: {e} (inputs: {[tuple(a.shape) for a in args]})"
+            ) from e
         for i, (t, v) in enumerate(zip(layer.outputs, outs)):
             _check_output(ctx, layer, i, v, t.type)
             values[id(t)] = v

@@ -51,8 +51,14 @@ REDUCE_OPS: tuple[str, ...] = ("sum", "prod", "max", "min", "avg")
 REDUCING = frozenset({"all_reduce", "reduce", "reduce_scatter"})
 ROOTED = frozenset({"broadcast", "reduce", "gather", "scatter"})
 SPLITTING = frozenset({"reduce_scatter", "all_to_all", "scatter"})
-ALLOWED_DTYPES = (dtypes.float32, dtypes.float16, dtypes.bfloat16, dtypes.int8, dtypes.int32,
-                  dtypes.int64)
+ALLOWED_DTYPES = (
+    dtypes.float32,
+    dtypes.float16,
+    dtypes.bfloat16,
+    dtypes.int8,
+    dtypes.int32,
+    dtypes.int64,
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,9 @@ def poison(xp: Any, shape: tuple, dtype: np.dtype) -> Any:
 
 
 def _reduce(xp: Any, arrays: list[Any], how: str, dtype: np.dtype) -> Any:
-    compute = np.float32 if (dtype.kind == "f" or dtype.kind == "V") and dtype.itemsize < 4 else None
+    compute = (
+        np.float32 if (dtype.kind == "f" or dtype.kind == "V") and dtype.itemsize < 4 else None
+    )
     stack = xp.stack([a.astype(compute) if compute else a for a in arrays])
     if how == "sum":
         out = stack.sum(axis=0, dtype=stack.dtype)
@@ -270,8 +278,14 @@ class Collective(OpDef):
         """What ranks must agree on before running this collective."""
         spec: CollectiveSpec = layer.attrs["spec"]
         t = layer.input_types[0]
-        return (spec.op, spec.reduce, spec.root, spec.partition, t.dtype.name,
-                tuple(t.shape) if shape is None else tuple(shape))
+        return (
+            spec.op,
+            spec.reduce,
+            spec.root,
+            spec.partition,
+            t.dtype.name,
+            tuple(t.shape) if shape is None else tuple(shape),
+        )
 
 
 COLLECTIVE = Collective()

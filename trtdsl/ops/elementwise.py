@@ -35,9 +35,16 @@ _BINARY: dict[str, tuple[Any, frozenset[str], bool]] = {
     "add": (lambda xp, a, b, i: a + b, frozenset({"float", "int"}), False),
     "sub": (lambda xp, a, b, i: a - b, frozenset({"float", "int"}), False),
     "mul": (lambda xp, a, b, i: a * b, frozenset({"float", "int"}), False),
-    "div": (lambda xp, a, b, i: _int_div(xp, a, b) if i else a / b, frozenset({"float", "int"}), False),
-    "floor_div": (lambda xp, a, b, i: xp.floor_divide(a, b) if i else xp.floor(a / b),
-                  frozenset({"float", "int"}), False),
+    "div": (
+        lambda xp, a, b, i: _int_div(xp, a, b) if i else a / b,
+        frozenset({"float", "int"}),
+        False,
+    ),
+    "floor_div": (
+        lambda xp, a, b, i: xp.floor_divide(a, b) if i else xp.floor(a / b),
+        frozenset({"float", "int"}),
+        False,
+    ),
     "pow": (lambda xp, a, b, i: xp.power(a, b), frozenset({"float"}), False),
     "min": (lambda xp, a, b, i: xp.minimum(a, b), frozenset({"float", "int"}), False),
     "max": (lambda xp, a, b, i: xp.maximum(a, b), frozenset({"float", "int"}), False),
@@ -145,9 +152,9 @@ _ACTIVATIONS: dict[str, Any] = {
     "relu": lambda ctx, x: ctx.xp.maximum(x, 0),
     "sigmoid": lambda ctx, x: 1.0 / (1.0 + ctx.xp.exp(-x)),
     "gelu_erf": lambda ctx, x: 0.5 * x * (1.0 + ctx.erf(x / math.sqrt(2.0))),
-    "gelu_tanh": lambda ctx, x: 0.5
-    * x
-    * (1.0 + ctx.xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+    "gelu_tanh": lambda ctx, x: (
+        0.5 * x * (1.0 + ctx.xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    ),
     "silu": lambda ctx, x: x / (1.0 + ctx.xp.exp(-x)),
 }
 

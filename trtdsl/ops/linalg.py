@@ -81,7 +81,10 @@ class MatMul(OpDef):
         ra, rc = max(ta_.rank, 2), max(tb_.rank, 2)
         rank = max(ra, rc)
         a, c = b.expand_rank(a, ra, rank), b.expand_rank(c, rc, rank)
-        for flag, r in ((layer.attrs["transpose_a"], ta_.rank), (layer.attrs["transpose_b"], tb_.rank)):
+        for flag, r in (
+            (layer.attrs["transpose_a"], ta_.rank),
+            (layer.attrs["transpose_b"], tb_.rank),
+        ):
             ops.append(b.enum("MatrixOperation", "transpose" if flag and r >= 2 else "none"))
         mm = b.network.add_matrix_multiply(a, ops[0], c, ops[1])
         out_shape = layer.outputs[0].type.shape
@@ -151,9 +154,7 @@ class Reduce(OpDef):
         axes = normalize_axes(layer, layer.attrs["axes"], x.rank)
         layer.attrs["axes"] = axes
         keep = layer.attrs["keepdims"]
-        shape = tuple(
-            (1 if keep else None) if i in axes else d for i, d in enumerate(x.shape)
-        )
+        shape = tuple((1 if keep else None) if i in axes else d for i, d in enumerate(x.shape))
         if not keep:
             shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
         return [TensorType(shape, x.dtype)]
@@ -202,7 +203,9 @@ class Normalization(OpDef):
             if len(t.shape) != len(norm_shape) or any(
                 p is not None and q is not None and p != q for p, q in zip(t.shape, norm_shape)
             ):
-                raise layer.fail(f"{label} shape {t.shape} must equal normalized shape {norm_shape}")
+                raise layer.fail(
+                    f"{label} shape {t.shape} must equal normalized shape {norm_shape}"
+                )
         if layer.attrs["eps"] <= 0:
             raise layer.fail(f"eps must be > 0, got {layer.attrs['eps']}")
         return [x]
@@ -234,8 +237,11 @@ class Normalization(OpDef):
         # TensorRT has no RMS mode: x * rsqrt(mean(x*x) + eps) * scale.
         mul, add = b.enum("ElementWiseOperation", "mul"), b.enum("ElementWiseOperation", "add")
         sq = b.named(b.network.add_elementwise(x, x, mul), layer, "square")
-        ms = b.named(b.network.add_reduce(sq, b.enum("ReduceOperation", "mean"), mask, True),
-                     layer, "mean_square")
+        ms = b.named(
+            b.network.add_reduce(sq, b.enum("ReduceOperation", "mean"), mask, True),
+            layer,
+            "mean_square",
+        )
         eps = b.scalar(layer.attrs["eps"], layer.input_types[0].dtype, rank)
         var = b.named(b.network.add_elementwise(ms, eps, add), layer, "add_eps")
         rs = b.named(b.network.add_unary(var, b.enum("UnaryOperation", "sqrt")), layer, "sqrt")

@@ -158,9 +158,10 @@ class Transpose(OpDef):
         if perm is None:
             perm = tuple(reversed(range(x.rank)))
         perm = tuple(int(p) for p in perm)
-        if sorted(p % x.rank if x.rank else p for p in perm) != list(range(x.rank)) or len(
-            perm
-        ) != x.rank:
+        if (
+            sorted(p % x.rank if x.rank else p for p in perm) != list(range(x.rank))
+            or len(perm) != x.rank
+        ):
             raise layer.fail(f"perm {perm} is not a permutation of {x.rank} axes")
         perm = tuple(p % x.rank for p in perm)
         layer.attrs["perm"] = perm
@@ -194,7 +195,9 @@ class Concat(OpDef):
             if t.dtype != first.dtype:
                 raise layer.fail(f"dtype clash: {first.dtype} vs {t.dtype}")
             if t.rank != first.rank:
-                raise layer.fail(f"rank clash: {format_shape(first.shape)} vs {format_shape(t.shape)}")
+                raise layer.fail(
+                    f"rank clash: {format_shape(first.shape)} vs {format_shape(t.shape)}"
+                )
             for i, (p, q) in enumerate(zip(first.shape, t.shape)):
                 if i != ax and p is not None and q is not None and p != q:
                     raise layer.fail(f"shapes differ outside axis {ax} (dim {i}: {p} vs {q})")
