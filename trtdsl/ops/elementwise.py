@@ -139,7 +139,12 @@ class Unary(OpDef):
         return [out.astype(dt.numpy)]
 
     def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        op = b.enum("UnaryOperation", layer.attrs["kind"])
+        kind = layer.attrs["kind"]
+        if kind == "tanh":  # TensorRT's tanh is an activation, not a unary op
+            return [
+                b.out(b.network.add_activation(inputs[0], b.enum("ActivationType", kind)), layer)
+            ]
+        op = b.enum("UnaryOperation", kind)
         return [b.out(b.network.add_unary(inputs[0], op), layer)]
 
     def describe(self, layer: Layer) -> str:
