@@ -88,6 +88,12 @@ def interpret(network: Any, ctx: RunContext) -> dict[str, Any]:
     """Evaluate every layer; return the marked outputs by name."""
     if network.world is not None and network.world.size > 1:
         network.world.agree(network.collective_fingerprint())
+    # Free each intermediate after its last use, so long sequences fit in memory.
+    keep = {id(t) for t in network.outputs.values()}
+    last_use: dict[int, int] = {}
+    for layer in network.layers:
+        for t in layer.inputs:
+            last_use[id(t)] = layer.index
     values: dict[int, Any] = {}
     for layer in network.layers:
         args = [values[id(t)] for t in layer.inputs]
@@ -101,5 +107,10 @@ def interpret(network: Any, ctx: RunContext) -> dict[str, Any]:
             ) from e
         for i, (t, v) in enumerate(zip(layer.outputs, outs)):
             _check_output(ctx, layer, i, v, t.type)
-            values[id(t)] = v
+            if id(t) in keep or id(t) in last_use:
+                values[id(t)] = v
+        del args
+        for t in layer.inputs:
+            if last_use.get(id(t)) == layer.index and id(t) not in keep:
+                values.pop(id(t), None)
     return {name: values[id(t)] for name, t in network.outputs.items()}

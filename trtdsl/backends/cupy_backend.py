@@ -1,0 +1,172 @@
+"""The GPU backend we can run here: the same op references on CuPy arrays, collectives through
+our NCCL binding (``trtdsl.nccl``), one rank per GPU under ``mpirun``.
+
+This is not TensorRT: it proves the graph, the collectives and the parallel blocks on real
+GPUs and NCCL, where TensorRT itself is unavailable.
+
+>>> import trtdsl as td
+>>> from trtdsl.backends.cupy_backend import NcclWorld    # doctest: +SKIP
+>>> world = NcclWorld()                                   # doctest: +SKIP
+>>> net = td.Network("ar", world=world)                   # doctest: +SKIP
+>>> net.output(net.input("x", (1024,)).all_reduce(), "y") # doctest: +SKIP
+>>> net.run({"x": x}, backend="cupy")                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import ExecutionError
+from ..ops.collective import COLLECTIVE, CollectiveSpec, output_shape, poison
+from ..world import MPIWorld, first_mismatch
+from .interpreter import RunContext, check_feeds, interpret
+
+
+def _cupy() -> Any:
+    try:
+        import cupy
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise ExecutionError(
+            "the cupy backend needs CuPy and a CUDA GPU (pip install 'trtdsl[gpu]')"
+        ) from e
+    return cupy
+
+
+class NcclWorld(MPIWorld):
+    """An MPI world whose collectives run on the GPU through NCCL.
+
+    Each rank selects GPU ``rank % device_count`` (unless ``device`` is given), makes one NCCL
+    communicator per group partition it meets, and before every NCCL call agrees with the other
+    ranks (over MPI, with a timeout) on what is about to run, so a mismatch fails instead of
+    hanging the GPU. ``close()`` frees the communicators (collective).
+    """
+
+    def __init__(
+        self,
+        comm: Any = None,
+        device: int | None = None,
+        timeout: float = 120.0,
+        check_each: bool = True,
+    ) -> None:
+        super().__init__(comm, timeout)
+        cp = _cupy()
+        self.device = self.rank % cp.cuda.runtime.getDeviceCount() if device is None else device
+        cp.cuda.Device(self.device).use()
+        self.check_each = check_each
+        self._comms: dict[tuple, Any] = {}
+
+    def communicator(self, spec: CollectiveSpec) -> Any:
+        """The NCCL communicator of this rank's group in ``spec.partition`` (made once)."""
+        from .. import nccl
+
+        key = spec.partition
+        if key not in self._comms:
+            color = next(i for i, g in enumerate(key) if self.rank in g)
+            sub = self.comm.Split(color, spec.group.index(self.rank))
+            self._comms[key] = nccl.Communicator.from_mpi(sub)
+            sub.Free()
+        return self._comms[key]
+
+    def collective(self, layer: Any, x: Any) -> Any:
+        cp = _cupy()
+        spec: CollectiveSpec = layer.attrs["spec"]
+        if self.check_each:
+            entry = (layer.name, str(layer.where), COLLECTIVE.fingerprint(layer, x.shape))
+            msg = first_mismatch([[e] for e in self.exchange(entry, f"collective '{layer.name}'")])
+            if msg:
+                from ..errors import CollectiveMismatchError
+
+                raise CollectiveMismatchError(f"rank {self.rank}: {msg}")
+        x = cp.ascontiguousarray(x)
+        n = spec.n
+        if n == 1:
+            return x.copy()
+        comm = self.communicator(spec)
+        stream = cp.cuda.get_current_stream().ptr
+        out_shape = output_shape(spec.op, x.shape, n)
+        dt = x.dtype
+        op = spec.op
+        if op in ("reduce", "gather"):
+            recv = poison(cp, out_shape, dt)
+        else:
+            recv = cp.empty(out_shape, dtype=dt)
+        if op == "all_reduce":
+            comm.all_reduce(x, recv, x.size, dt, spec.reduce, stream)
+        elif op == "broadcast":
+            comm.broadcast(x, recv, x.size, dt, spec.root, stream)
+        elif op == "reduce":
+            comm.reduce(x, recv, x.size, dt, spec.reduce, spec.root, stream)
+        elif op == "all_gather":
+            comm.all_gather(x, recv, x.size, dt, stream)
+        elif op == "reduce_scatter":
+            comm.reduce_scatter(x, recv, x.size // n, dt, spec.reduce, stream)
+        elif op == "all_to_all":
+            comm.all_to_all(x, recv, x.size // n, dt, stream)
+        elif op == "gather":
+            comm.gather(x, recv, x.size, dt, spec.root, stream)
+        elif op == "scatter":
+            comm.scatter(x, recv, x.size // n, dt, spec.root, stream)
+        else:  # pragma: no cover - validated at definition time
+            raise ExecutionError(f"unknown collective {op!r}")
+        return recv
+
+    def close(self) -> None:
+        """Free every NCCL communicator (collective: all ranks call it)."""
+        for comm in self._comms.values():
+            comm.close()
+        self._comms.clear()
+
+
+_DEVICE_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class CupyContext(RunContext):
+    """Op references on CuPy arrays; constants are uploaded once per layer."""
+
+    def __init__(self, network: Any, feeds: Mapping[str, Any], world: Any) -> None:
+        super().__init__(network, feeds, world)
+        self.xp = _cupy()
+
+    def asarray(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            cached = _DEVICE_CONSTANTS.get(value.base if value.base is not None else value)
+            if cached is not None and cached.shape == value.shape:
+                return cached
+            dev = self.xp.asarray(value)
+            try:
+                _DEVICE_CONSTANTS[value.base if value.base is not None else value] = dev
+            except TypeError:
+                pass
+            return dev
+        return self.xp.asarray(value)
+
+    def erf(self, x: Any) -> Any:
+        from cupyx.scipy.special import erf
+
+        return erf(x)
+
+
+def run(network: Any, feeds: Mapping[str, Any], *, return_device: bool = False) -> dict[str, Any]:
+    """Run ``network`` on the current GPU. Feeds may be NumPy or CuPy arrays; outputs are NumPy
+    arrays (CuPy arrays with ``return_device=True``). Collectives need an :class:`NcclWorld`."""
+    cp = _cupy()
+    world = network.world
+    if (
+        world is not None
+        and world.size > 1
+        and network.collectives
+        and not isinstance(world, NcclWorld)
+    ):
+        raise ExecutionError(
+            f"network '{network.name}': the cupy backend runs collectives through NCCL; create "
+            "the network with world=NcclWorld() under mpirun"
+        )
+    checked = check_feeds(network, feeds, cp.asarray)
+    outs = interpret(network, CupyContext(network, checked, world))
+    if return_device:
+        return outs
+    return {k: cp.asnumpy(v) for k, v in outs.items()}
