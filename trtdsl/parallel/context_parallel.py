@@ -1,0 +1,274 @@
+"""Context-parallel (sequence-parallel) attention: the sequence is split over ranks.
+
+Rank ``r`` of ``N`` holds the contiguous tokens ``[r*S/N, (r+1)*S/N)`` of q, k and v, each
+``[heads, s_local, head_dim]``; the output is the rank's rows of the full attention,
+``[heads, s_local, head_dim]``. Three strategies share one interface,
+``Strategy(causal=..., scale=...)(q, k, v) -> out``:
+
+- :class:`AllGatherKVAttention` - one all_gather of K and V, then local attention of the
+  rank's queries against the full sequence (per-rank causal mask constant).
+- :class:`RingAttention` - N broadcasts (TensorRT has no send/recv): at step ``t`` every rank
+  receives rank ``t``'s K/V block and merges its block attention with an online softmax.
+- :class:`UlyssesAttention` - all_to_all from sequence-split to head-split, full-sequence
+  attention on ``heads/N`` heads, all_to_all back.
+
+``causal=False`` is bidirectional attention (DiT); ``causal=True`` masks future tokens by their
+global positions. Without a world, or in a group of one, no collective is added.
+
+>>> import numpy as np, trtdsl as td
+>>> def rank_fn(world):
+...     net = td.Network("cp", world=world)
+...     q = net.input("q", (2, 4, 8))               # 2 heads, 4 of the 8 tokens, head_dim 8
+...     net.output(cp_attention(q, q, q, strategy="ring", causal=True), "o")
+...     return net.run({"q": np.ones((2, 4, 8), "float32")})["o"].shape
+>>> td.InProcessWorld(2).run(rank_fn)
+[(2, 4, 8), (2, 4, 8)]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .. import dtypes
+from .. import functional as F
+from ..tensor import Tensor
+from ._common import coords, fail, sub
+from .attention import causal_mask, default_scale, scaled_dot_product_attention
+
+
+class ContextParallelAttention:
+    """Base class: validates ``q, k, v`` (``[heads, s_local, head_dim]``, one float dtype,
+    static shapes) and runs plain attention when the group has one rank.
+
+    ``groups``: None (all ranks) or a partition of the world; the sequence is split over the
+    rank's group in group order."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        *,
+        causal: bool = False,
+        scale: float | None = None,
+        groups: Any = None,
+        name: str | None = None,
+    ) -> None:
+        self.causal = bool(causal)
+        self.scale = scale
+        self.groups = groups
+        self.layer_name = name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(causal={self.causal}, scale={self.scale})"
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        for label, t in (("q", q), ("k", k), ("v", v)):
+            if not isinstance(t, Tensor):
+                raise fail(f"{self.name} attention: {label} must be a Tensor")
+            if t.ndim != 3 or not t.type.is_static:
+                raise fail(
+                    f"{self.name} attention: {label} must be a static [heads, s_local, "
+                    f"head_dim], got {t.shape}"
+                )
+        if not (q.shape == k.shape == v.shape):
+            raise fail(
+                f"{self.name} attention: q {q.shape}, k {k.shape}, v {v.shape} must have one shape"
+            )
+        if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_float:
+            raise fail(
+                f"{self.name} attention: q, k, v need one float dtype, got "
+                f"{q.dtype}, {k.dtype}, {v.dtype}"
+            )
+        idx, n = coords(q.network, self.groups)
+        scale = default_scale(q.shape[2]) if self.scale is None else float(self.scale)
+        if n == 1:
+            return scaled_dot_product_attention(
+                q, k, v, causal=self.causal, scale=scale, name=self.layer_name
+            )
+        return self._forward(q, k, v, idx, n, scale)
+
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
+        raise NotImplementedError
+
+    def _n(self, suffix: str) -> str | None:
+        return sub(self.layer_name, suffix)
+
+
+class AllGatherKVAttention(ContextParallelAttention):
+    """All-gather K and V (one collective: K and V packed), then attention of the rank's
+    queries against the whole sequence; with ``causal`` a per-rank mask constant (query
+    ``r*s+i`` sees keys ``<= r*s+i``). Holds the full K/V: ``2*H*S*Dh`` elements per rank.
+
+    >>> out = AllGatherKVAttention(causal=True)(q, k, v)                 # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "allgather_kv"
+
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
+        h, s, dh = q.shape
+        kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
+        g = kv.all_gather(groups=self.groups, name=self._n("all_gather_kv"))  # [N*2H, s, Dh]
+        g = F.reshape(g, (n, 2 * h, s, dh), name=self._n("blocks"))
+        g = F.transpose(g, (1, 0, 2, 3), name=self._n("sequence_order"))  # [2H, N, s, Dh]
+        g = F.reshape(g, (2 * h, n * s, dh), name=self._n("full_kv"))
+        k_all, v_all = F.split(g, 2, axis=0, name=self._n("unpack_kv"))
+        return scaled_dot_product_attention(
+            q, k_all, v_all, causal=self.causal, scale=scale, q_offset=idx * s, name=self._n("attn")
+        )
+
+
+class RingAttention(ContextParallelAttention):
+    """Ring attention from broadcasts, with an online-softmax (log-sum-exp) merge.
+
+    TensorRT has no send/recv, so the ring's N-1 neighbour exchanges become N broadcasts: at
+    step ``t`` rank ``t`` broadcasts its (packed) K/V block and every rank attends to it. A rank
+    holds one received K/V block at a time, never the full K/V. Per block it computes the row
+    max ``m_b``, ``l_b = sum(exp(s - m_b))`` and ``o_b = exp(s - m_b) @ v`` and merges into the
+    running ``(m, l, o)`` with ``m' = max(m, m_b)``, ``o' = o*exp(m-m') + o_b*exp(m_b-m')``
+    (same for ``l``); the output is ``o / l`` (log-sum-exp ``m + log l``). Statistics are kept
+    in float32 for 16-bit inputs. With ``causal``, blocks after the rank's own are not computed
+    (the rank still takes part in their broadcast; a zero-weighted one-element slice of each
+    skipped block is added to the output so that no engine builder prunes that broadcast), and
+    the diagonal block is masked.
+
+    Per-rank volume equals a ring's: over the N broadcasts (NCCL pipelines a broadcast along
+    the ring) every rank receives N-1 blocks and sends N-1 blocks. Unlike a ring, the steps
+    are serialized collectives (each broadcast is a pipeline of N-1 hops), and a causal rank
+    also receives blocks it does not use.
+
+    >>> out = RingAttention(causal=True)(q, k, v)                        # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "ring"
+
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
+        h, s, dh = q.shape
+        dt = q.dtype
+        acc_dt = dtypes.float32 if dt.itemsize < 4 else dt
+        kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
+        m = l = o = None
+        unused: list[Tensor] = []
+        for t in range(n):
+            blk = kv.broadcast(root=t, groups=self.groups, name=self._n(f"broadcast_kv_{t}"))
+            if self.causal and t > idx:
+                unused.append(blk[0:1, 0:1, 0:1])
+                continue
+            if t == idx:
+                blk = kv  # the broadcast's output on its root is the root's own block
+            kt, vt = F.split(blk, 2, axis=0, name=self._n(f"unpack_kv_{t}"))
+            sc = F.matmul(q, kt, transpose_b=True, name=self._n(f"scores_{t}"))
+            sc = F.mul(sc, scale, name=self._n(f"scale_{t}"))
+            if self.causal and t == idx:
+                mask = q.network.constant(causal_mask(s, s, dt), name=self._n("causal_mask"))
+                sc = F.add(sc, mask, name=self._n(f"mask_{t}"))
+            m_b = F.reduce_max(sc, axis=-1, keepdims=True, name=self._n(f"block_max_{t}"))
+            p = F.exp(F.sub(sc, m_b, name=self._n(f"shift_{t}")), name=self._n(f"exp_{t}"))
+            l_b = F.reduce_sum(p, axis=-1, keepdims=True, name=self._n(f"block_sum_{t}"))
+            o_b = F.matmul(p, vt, name=self._n(f"block_out_{t}"))
+            if acc_dt != dt:
+                m_b, l_b, o_b = (
+                    F.cast(x, acc_dt, name=self._n(f"{lab}_f32_{t}"))
+                    for x, lab in ((m_b, "max"), (l_b, "sum"), (o_b, "out"))
+                )
+            if m is None:
+                m, l, o = m_b, l_b, o_b
+                continue
+            m_new = F.maximum(m, m_b, name=self._n(f"max_{t}"))
+            a = F.exp(F.sub(m, m_new), name=self._n(f"rescale_old_{t}"))
+            b = F.exp(F.sub(m_b, m_new), name=self._n(f"rescale_new_{t}"))
+            o = F.add(F.mul(o, a), F.mul(o_b, b), name=self._n(f"merge_out_{t}"))
+            l = F.add(F.mul(l, a), F.mul(l_b, b), name=self._n(f"merge_sum_{t}"))
+            m = m_new
+        out = F.div(o, l, name=self._n("normalize"))
+        if unused:  # keep every broadcast in the graph: + 0 * (one element of each block)
+            keep = unused[0] if len(unused) == 1 else F.concat(unused, axis=0)
+            keep = F.reduce_sum(keep, axis=0, keepdims=True)  # [1, 1, 1]
+            if acc_dt != dt:
+                keep = F.cast(keep, acc_dt)
+            out = F.add(out, F.mul(keep, 0.0), name=self._n("keep_broadcasts"))
+        if acc_dt != dt:
+            out = F.cast(out, dt, name=self._n("cast_out"))
+        return out
+
+
+class UlyssesAttention(ContextParallelAttention):
+    """DeepSpeed-Ulysses: one all_to_all turns the sequence split into a head split (q, k, v
+    packed), each rank attends over the full sequence with ``heads/N`` heads, and a second
+    all_to_all turns the result back. ``heads % N != 0`` is a DefinitionError.
+
+    >>> out = UlyssesAttention()(q, k, v)                                # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "ulysses"
+
+    def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
+        h, s, dh = q.shape
+        if h % n:
+            raise fail(
+                f"ulysses attention: {h} heads do not split over {n} ranks ({h} % {n} = {h % n});"
+                " use the ring or allgather_kv strategy"
+            )
+        hl = h // n
+        # [H, s, Dh] -> [N, H/N, s, Dh] (axis 0 = destination rank), q|k|v packed on axis 1
+        parts = [
+            F.reshape(t, (n, hl, s, dh), name=self._n(f"{lab}_by_dest"))
+            for t, lab in zip((q, k, v), "qkv")
+        ]
+        packed = F.concat(parts, axis=1, name=self._n("pack_qkv"))  # [N, 3H/N, s, Dh]
+        packed = F.reshape(packed, (3 * h, s, dh), name=self._n("flat_qkv"))
+        recv = packed.all_to_all(groups=self.groups, name=self._n("all_to_all_qkv"))
+        recv = F.reshape(recv, (n, 3 * hl, s, dh), name=self._n("by_source"))  # source = chunk
+        recv = F.transpose(recv, (1, 0, 2, 3), name=self._n("sequence_order"))
+        recv = F.reshape(recv, (3 * hl, n * s, dh), name=self._n("full_qkv"))
+        qf, kf, vf = F.split(recv, 3, axis=0, name=self._n("unpack_qkv"))
+        of = scaled_dot_product_attention(
+            qf, kf, vf, causal=self.causal, scale=scale, name=self._n("attn")
+        )  # [H/N, S, Dh]
+        of = F.reshape(of, (hl, n, s, dh), name=self._n("out_chunks"))
+        of = F.transpose(of, (1, 0, 2, 3), name=self._n("out_by_dest"))  # [N, H/N, s, Dh]
+        of = F.reshape(of, (h, s, dh), name=self._n("flat_out"))
+        return of.all_to_all(groups=self.groups, name=self._n("all_to_all_out"))
+
+
+STRATEGIES: dict[str, type[ContextParallelAttention]] = {
+    cls.name: cls for cls in (AllGatherKVAttention, RingAttention, UlyssesAttention)
+}
+
+
+def get_strategy(strategy: str) -> type[ContextParallelAttention]:
+    """The class of a strategy name ("allgather_kv", "ring", "ulysses")."""
+    if strategy not in STRATEGIES:
+        raise fail(
+            f"unknown context-parallel strategy {strategy!r}; expected one of {sorted(STRATEGIES)}"
+        )
+    return STRATEGIES[strategy]
+
+
+def cp_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    strategy: str = "ring",
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    groups: Any = None,
+    name: str | None = None,
+) -> Tensor:
+    """Context-parallel attention with the named strategy: "allgather_kv", "ring" or "ulysses".
+
+    >>> out = cp_attention(q, k, v, strategy="ulysses", causal=True)     # doctest: +SKIP
+    """
+    cls = get_strategy(strategy)
+    return cls(causal=causal, scale=scale, groups=groups, name=name)(q, k, v)
+
+
+__all__ = [
+    "ContextParallelAttention",
+    "AllGatherKVAttention",
+    "RingAttention",
+    "UlyssesAttention",
+    "STRATEGIES",
+    "get_strategy",
+    "cp_attention",
+]
