@@ -1,0 +1,39 @@
+"""The TensorRT 11 backend: lowering to ``INetworkDefinition``, engine build, execution.
+
+Nothing here imports ``tensorrt`` or cuda-python at import time; where TensorRT 11 is missing,
+:func:`build_engine` and :func:`run` raise :class:`TensorRTUnavailableError`.
+
+- :mod:`.enums` - trtdsl names -> TensorRT enum members (the one table)
+- :mod:`.lowering` - :class:`LoweringContext` and :func:`lower_network`
+- :mod:`.build` - :func:`build_engine`: options, optimization profiles, engine cache, progress
+- :mod:`.backend` - :func:`run`: build (cached) + execute with :class:`trtdsl.runtime.Engine`
+"""
+
+from .backend import needs_communicator, run
+from .build import (
+    BuildOptions,
+    build_engine,
+    cache_key,
+    import_tensorrt,
+    normalize_profiles,
+    validate_options,
+)
+from .errors import BuildError, CudaError, LoweringError, TensorRTUnavailableError
+from .lowering import LoweringContext, lower_network
+
+__all__ = [
+    "run",
+    "build_engine",
+    "lower_network",
+    "LoweringContext",
+    "BuildOptions",
+    "cache_key",
+    "import_tensorrt",
+    "needs_communicator",
+    "normalize_profiles",
+    "validate_options",
+    "TensorRTUnavailableError",
+    "LoweringError",
+    "BuildError",
+    "CudaError",
+]
