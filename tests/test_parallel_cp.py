@@ -178,3 +178,46 @@ def test_scale_and_masks():
     assert math.isfinite(P.mask_value(td.float16)) and P.mask_value(td.float16) < -3e4
     m = P.causal_mask(2, 4, td.float32, q_offset=2)
     assert (m[:, :3] == 0).all() and m[0, 3] < -1e30 and np.isfinite(m).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n,q_chunk", [(1, 3), (2, 2), (2, 5), (3, 4)])
+def test_q_chunk_matches_full_attention(strategy, causal, n, q_chunk):
+    """Chunked queries (sizes that do and do not divide the local sequence) give the same
+    result as full attention, and really split the scores into chunks."""
+    rng = np.random.default_rng([n, q_chunk, int(causal)])
+    h, s, dh = 2 * n, 7 * n, 4  # s_local = 7: q_chunk 2, 3, 4, 5 leave a remainder
+    q, k, v = (rng.standard_normal((h, s, dh)).astype(np.float32) for _ in range(3))
+    scale = 1 / math.sqrt(dh)
+
+    def rank_fn(world):
+        net = td.Network("cp", world=world)
+        ins = [net.input(nm, (h, s // n, dh), "float32") for nm in "qkv"]
+        out = P.cp_attention(*ins, strategy=strategy, causal=causal, q_chunk=q_chunk)
+        net.output(out, "o")
+        feeds = {nm: P.shard_sequence(a, world.rank, n, axis=1) for nm, a in zip("qkv", (q, k, v))}
+        widest = max(
+            t.shape[-2]
+            for layer in net.layers
+            if layer.op.name == "matmul"
+            for t in layer.outputs
+            if t.ndim == 3 and t.shape[-1] != dh
+        )
+        return net.run(feeds)["o"], widest
+
+    outs = td.InProcessWorld(n).run(rank_fn)
+    want = ref_attention(*(a.astype(np.float64) for a in (q, k, v)), causal, scale)
+    got = np.concatenate([o for o, _ in outs], axis=1)
+    np.testing.assert_allclose(got, want, **TOL["float32"])
+    assert all(widest <= q_chunk for _, widest in outs)  # no score matrix has more query rows
+
+
+def test_q_chunk_must_be_positive():
+    net = td.Network("cp")
+    q = net.input("q", (2, 8, 4))
+    with pytest.raises(td.DefinitionError, match="q_chunk"):
+        P.scaled_dot_product_attention(q, q, q, q_chunk=0)
+    for strategy in STRATEGIES:
+        with pytest.raises(td.DefinitionError, match="q_chunk"):
+            P.cp_attention(q, q, q, strategy=strategy, q_chunk=0)

@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from ..dtypes import DType
-from ..functional import add, matmul, mul, reshape, softmax, split, transpose
+from ..functional import add, concat, matmul, mul, reshape, softmax, split, transpose
 from ..tensor import Tensor
 from ._common import as_weight, check_static, coords, fail, sub
 from .linear import row_parallel_linear
@@ -62,13 +62,16 @@ def scaled_dot_product_attention(
     scale: float | None = None,
     q_offset: int = 0,
     k_offset: int = 0,
+    q_chunk: int | None = None,
     name: str | None = None,
 ) -> Tensor:
     """``softmax(q @ k^T * scale + mask) @ v`` over ``[..., seq, head_dim]`` tensors.
 
     ``causal``: query ``q_offset+i`` sees keys up to its own position (``k_offset+j``), a
     constant additive mask with a large finite negative value. ``scale`` defaults to
-    ``1/sqrt(head_dim)``. The softmax subtracts the row maximum (stable).
+    ``1/sqrt(head_dim)``. The softmax subtracts the row maximum (stable). ``q_chunk``: process
+    the queries in static chunks of that many rows (scores held: ``q_chunk x seq_k`` per head
+    instead of ``seq_q x seq_k``), for long sequences.
 
     >>> out = scaled_dot_product_attention(q, k, v, causal=True)      # doctest: +SKIP
     """
@@ -79,6 +82,29 @@ def scaled_dot_product_attention(
         if dh is None:
             raise fail("attention: head_dim must be static (or pass scale)")
         scale = default_scale(dh)
+    if q_chunk is not None and q_chunk < 1:
+        raise fail(f"attention: q_chunk must be >= 1, got {q_chunk}")
+    if q_chunk is not None and (q.shape[-2] is None or q.shape[-2] > q_chunk):
+        check_static(q, (-2,), "chunked attention (queries)")
+        sq = q.shape[-2]
+        sizes = [q_chunk] * (sq // q_chunk) + ([sq % q_chunk] if sq % q_chunk else [])
+        chunks = split(q, sizes, axis=-2, name=sub(name, "q_chunks"))
+        outs, start = [], 0
+        for i, (qc, size) in enumerate(zip(chunks, sizes)):
+            outs.append(
+                scaled_dot_product_attention(
+                    qc,
+                    k,
+                    v,
+                    causal=causal,
+                    scale=scale,
+                    q_offset=q_offset + start,
+                    k_offset=k_offset,
+                    name=sub(name, f"chunk{i}"),
+                )
+            )
+            start += size
+        return concat(outs, axis=-2, name=sub(name, "q_chunks_out"))
     s = matmul(q, k, transpose_b=True, name=sub(name, "scores"))
     s = mul(s, float(scale), name=sub(name, "scale"))
     if causal:

@@ -51,11 +51,15 @@ class ContextParallelAttention:
         causal: bool = False,
         scale: float | None = None,
         groups: Any = None,
+        q_chunk: int | None = None,
         name: str | None = None,
     ) -> None:
         self.causal = bool(causal)
         self.scale = scale
         self.groups = groups
+        if q_chunk is not None and (not isinstance(q_chunk, int) or q_chunk < 1):
+            raise fail(f"{self.name} attention: q_chunk must be an int >= 1, got {q_chunk!r}")
+        self.q_chunk = q_chunk
         self.layer_name = name
 
     def __repr__(self) -> str:
@@ -83,7 +87,13 @@ class ContextParallelAttention:
         scale = default_scale(q.shape[2]) if self.scale is None else float(self.scale)
         if n == 1:
             return scaled_dot_product_attention(
-                q, k, v, causal=self.causal, scale=scale, name=self.layer_name
+                q,
+                k,
+                v,
+                causal=self.causal,
+                scale=scale,
+                q_chunk=self.q_chunk,
+                name=self.layer_name,
             )
         return self._forward(q, k, v, idx, n, scale)
 
@@ -113,7 +123,14 @@ class AllGatherKVAttention(ContextParallelAttention):
         g = F.reshape(g, (2 * h, n * s, dh), name=self._n("full_kv"))
         k_all, v_all = F.split(g, 2, axis=0, name=self._n("unpack_kv"))
         return scaled_dot_product_attention(
-            q, k_all, v_all, causal=self.causal, scale=scale, q_offset=idx * s, name=self._n("attn")
+            q,
+            k_all,
+            v_all,
+            causal=self.causal,
+            scale=scale,
+            q_offset=idx * s,
+            q_chunk=self.q_chunk,
+            name=self._n("attn"),
         )
 
 
@@ -146,7 +163,12 @@ class RingAttention(ContextParallelAttention):
         dt = q.dtype
         acc_dt = dtypes.float32 if dt.itemsize < 4 else dt
         kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
-        m = l = o = None
+        # Query chunks (one when q_chunk is None), each with its running (max, sum, out).
+        c = s if self.q_chunk is None else max(1, min(int(self.q_chunk), s))
+        sizes = [c] * (s // c) + ([s % c] if s % c else [])
+        qs = [q] if len(sizes) == 1 else F.split(q, sizes, axis=1, name=self._n("q_chunks"))
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        state: list[tuple[Tensor, Tensor, Tensor] | None] = [None] * len(sizes)
         unused: list[Tensor] = []
         for t in range(n):
             blk = kv.broadcast(root=t, groups=self.groups, name=self._n(f"broadcast_kv_{t}"))
@@ -156,30 +178,18 @@ class RingAttention(ContextParallelAttention):
             if t == idx:
                 blk = kv  # the broadcast's output on its root is the root's own block
             kt, vt = F.split(blk, 2, axis=0, name=self._n(f"unpack_kv_{t}"))
-            sc = F.matmul(q, kt, transpose_b=True, name=self._n(f"scores_{t}"))
-            sc = F.mul(sc, scale, name=self._n(f"scale_{t}"))
-            if self.causal and t == idx:
-                mask = q.network.constant(causal_mask(s, s, dt), name=self._n("causal_mask"))
-                sc = F.add(sc, mask, name=self._n(f"mask_{t}"))
-            m_b = F.reduce_max(sc, axis=-1, keepdims=True, name=self._n(f"block_max_{t}"))
-            p = F.exp(F.sub(sc, m_b, name=self._n(f"shift_{t}")), name=self._n(f"exp_{t}"))
-            l_b = F.reduce_sum(p, axis=-1, keepdims=True, name=self._n(f"block_sum_{t}"))
-            o_b = F.matmul(p, vt, name=self._n(f"block_out_{t}"))
-            if acc_dt != dt:
-                m_b, l_b, o_b = (
-                    F.cast(x, acc_dt, name=self._n(f"{lab}_f32_{t}"))
-                    for x, lab in ((m_b, "max"), (l_b, "sum"), (o_b, "out"))
-                )
-            if m is None:
-                m, l, o = m_b, l_b, o_b
-                continue
-            m_new = F.maximum(m, m_b, name=self._n(f"max_{t}"))
-            a = F.exp(F.sub(m, m_new), name=self._n(f"rescale_old_{t}"))
-            b = F.exp(F.sub(m_b, m_new), name=self._n(f"rescale_new_{t}"))
-            o = F.add(F.mul(o, a), F.mul(o_b, b), name=self._n(f"merge_out_{t}"))
-            l = F.add(F.mul(l, a), F.mul(l_b, b), name=self._n(f"merge_sum_{t}"))
-            m = m_new
-        out = F.div(o, l, name=self._n("normalize"))
+            for ci, (qc, off) in enumerate(zip(qs, offsets)):
+                tag = f"{t}" if len(qs) == 1 else f"{t}_c{ci}"
+                mask = None
+                if self.causal and t == idx:
+                    mask = causal_mask(qc.shape[1], s, dt, q_offset=off)
+                state[ci] = self._merge(state[ci], qc, kt, vt, scale, mask, acc_dt, tag)
+        outs = []
+        for ci, st in enumerate(state):
+            m, l, o = st
+            tag = "" if len(qs) == 1 else f"_c{ci}"
+            outs.append(F.div(o, l, name=self._n(f"normalize{tag}")))
+        out = outs[0] if len(outs) == 1 else F.concat(outs, axis=1, name=self._n("q_chunks_out"))
         if unused:  # keep every broadcast in the graph: + 0 * (one element of each block)
             keep = unused[0] if len(unused) == 1 else F.concat(unused, axis=0)
             keep = F.reduce_sum(keep, axis=0, keepdims=True)  # [1, 1, 1]
@@ -189,6 +199,46 @@ class RingAttention(ContextParallelAttention):
         if acc_dt != dt:
             out = F.cast(out, dt, name=self._n("cast_out"))
         return out
+
+    def _merge(
+        self,
+        st: tuple[Tensor, Tensor, Tensor] | None,
+        q: Tensor,
+        kt: Tensor,
+        vt: Tensor,
+        scale: float,
+        mask: Any,
+        acc_dt: Any,
+        tag: str,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Attend ``q`` to one K/V block and merge into the running ``(max, sum, out)``."""
+        dt = q.dtype
+        sc = F.matmul(q, kt, transpose_b=True, name=self._n(f"scores_{tag}"))
+        sc = F.mul(sc, scale, name=self._n(f"scale_{tag}"))
+        if mask is not None:
+            sc = F.add(
+                sc,
+                q.network.constant(mask, name=self._n(f"causal_mask_{tag}")),
+                name=self._n(f"mask_{tag}"),
+            )
+        m_b = F.reduce_max(sc, axis=-1, keepdims=True, name=self._n(f"block_max_{tag}"))
+        p = F.exp(F.sub(sc, m_b, name=self._n(f"shift_{tag}")), name=self._n(f"exp_{tag}"))
+        l_b = F.reduce_sum(p, axis=-1, keepdims=True, name=self._n(f"block_sum_{tag}"))
+        o_b = F.matmul(p, vt, name=self._n(f"block_out_{tag}"))
+        if acc_dt != dt:
+            m_b, l_b, o_b = (
+                F.cast(x, acc_dt, name=self._n(f"{lab}_f32_{tag}"))
+                for x, lab in ((m_b, "max"), (l_b, "sum"), (o_b, "out"))
+            )
+        if st is None:
+            return m_b, l_b, o_b
+        m, l, o = st
+        m_new = F.maximum(m, m_b, name=self._n(f"max_{tag}"))
+        a = F.exp(F.sub(m, m_new), name=self._n(f"rescale_old_{tag}"))
+        b = F.exp(F.sub(m_b, m_new), name=self._n(f"rescale_new_{tag}"))
+        o = F.add(F.mul(o, a), F.mul(o_b, b), name=self._n(f"merge_out_{tag}"))
+        l = F.add(F.mul(l, a), F.mul(l_b, b), name=self._n(f"merge_sum_{tag}"))
+        return m_new, l, o
 
 
 class UlyssesAttention(ContextParallelAttention):
@@ -222,7 +272,13 @@ class UlyssesAttention(ContextParallelAttention):
         recv = F.reshape(recv, (3 * hl, n * s, dh), name=self._n("full_qkv"))
         qf, kf, vf = F.split(recv, 3, axis=0, name=self._n("unpack_qkv"))
         of = scaled_dot_product_attention(
-            qf, kf, vf, causal=self.causal, scale=scale, name=self._n("attn")
+            qf,
+            kf,
+            vf,
+            causal=self.causal,
+            scale=scale,
+            q_chunk=self.q_chunk,
+            name=self._n("attn"),
         )  # [H/N, S, Dh]
         of = F.reshape(of, (hl, n, s, dh), name=self._n("out_chunks"))
         of = F.transpose(of, (1, 0, 2, 3), name=self._n("out_by_dest"))  # [N, H/N, s, Dh]
@@ -253,14 +309,16 @@ def cp_attention(
     causal: bool = False,
     scale: float | None = None,
     groups: Any = None,
+    q_chunk: int | None = None,
     name: str | None = None,
 ) -> Tensor:
     """Context-parallel attention with the named strategy: "allgather_kv", "ring" or "ulysses".
+    ``q_chunk`` bounds the scores held at once to ``q_chunk`` query rows (long sequences).
 
     >>> out = cp_attention(q, k, v, strategy="ulysses", causal=True)     # doctest: +SKIP
     """
     cls = get_strategy(strategy)
-    return cls(causal=causal, scale=scale, groups=groups, name=name)(q, k, v)
+    return cls(causal=causal, scale=scale, groups=groups, q_chunk=q_chunk, name=name)(q, k, v)
 
 
 __all__ = [
