@@ -18,8 +18,6 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ..errors import ExecutionError
 from ..ops.collective import COLLECTIVE, CollectiveSpec, output_shape, poison
 from ..world import MPIWorld, first_mismatch
@@ -131,18 +129,12 @@ class CupyContext(RunContext):
         super().__init__(network, feeds, world)
         self.xp = _cupy()
 
-    def asarray(self, value: Any) -> Any:
-        if isinstance(value, np.ndarray) and not value.flags.writeable:
-            cached = _DEVICE_CONSTANTS.get(value.base if value.base is not None else value)
-            if cached is not None and cached.shape == value.shape:
-                return cached
-            dev = self.xp.asarray(value)
-            try:
-                _DEVICE_CONSTANTS[value.base if value.base is not None else value] = dev
-            except TypeError:
-                pass
-            return dev
-        return self.xp.asarray(value)
+    def constant(self, layer: Any) -> Any:
+        """Constants are uploaded once per layer and kept while the layer lives."""
+        dev = _DEVICE_CONSTANTS.get(layer)
+        if dev is None:
+            dev = _DEVICE_CONSTANTS[layer] = self.xp.asarray(layer.attrs["value"])
+        return dev
 
     def erf(self, x: Any) -> Any:
         from cupyx.scipy.special import erf

@@ -27,6 +27,10 @@ class RunContext:
     def asarray(self, value: Any) -> Any:
         return self.xp.asarray(value)
 
+    def constant(self, layer: Layer) -> Any:
+        """The value of a constant layer as an array of this backend."""
+        return self.asarray(layer.attrs["value"])
+
     def erf(self, x: Any) -> Any:
         from ..ops.elementwise import erf_numpy
 
@@ -106,6 +110,7 @@ def interpret(network: Any, ctx: RunContext) -> dict[str, Any]:
                 layer, f"{type(e).__name__}: {e} (inputs: {[tuple(a.shape) for a in args]})"
             ) from e
         for i, (t, v) in enumerate(zip(layer.outputs, outs)):
+            v = ctx.asarray(v)  # NumPy returns scalars, not 0-d arrays, from some 0-d ops
             _check_output(ctx, layer, i, v, t.type)
             if id(t) in keep or id(t) in last_use:
                 values[id(t)] = v
@@ -113,4 +118,12 @@ def interpret(network: Any, ctx: RunContext) -> dict[str, Any]:
         for t in layer.inputs:
             if last_use.get(id(t)) == layer.index and id(t) not in keep:
                 values.pop(id(t), None)
-    return {name: values[id(t)] for name, t in network.outputs.items()}
+    return {name: _owned(values[id(t)], ctx) for name, t in network.outputs.items()}
+
+
+def _owned(v: Any, ctx: RunContext) -> Any:
+    """An output the caller owns: never a feed, a (read-only) constant or a view of either."""
+    aliased = getattr(v, "base", None) is not None or any(v is f for f in ctx.feeds.values())
+    if aliased or not getattr(v.flags, "writeable", True):
+        return v.copy()
+    return v
