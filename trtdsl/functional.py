@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import builtins
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,18 +45,37 @@ if TYPE_CHECKING:
 TensorLike = Any  # Tensor, NumPy array or Python scalar
 
 
-def _network(*values: Any) -> Network:
+def _describe(values: Sequence[Any]) -> str:
+    shown = [f"{v.name}: {v.type}" for v in values if isinstance(v, Tensor)]
+    return ", ".join(shown) or "no inputs"
+
+
+def _fail(op: str, message: str, *inputs: Any, name: str | None = None) -> DefinitionError:
+    """An error for a layer the DSL refused to record: it names the layer (its explicit name or
+    its op), the inputs' shapes and the user's line (raise it)."""
+    return DefinitionError(
+        f"{op}: {message} [inputs: {_describe(inputs)}]", layer=name or op, where=user_location()
+    )
+
+
+def _network(*values: Any, op: str | None = None, name: str | None = None) -> Network:
     nets = {id(v.network): v.network for v in values if isinstance(v, Tensor)}
+    what = op or "layer"
     if not nets:
-        raise DefinitionError("no Tensor among the arguments", where=user_location())
+        kinds = ", ".join(type(v).__name__ for v in values)
+        raise _fail(what, f"no Tensor among the arguments ({kinds})", name=name)
     if len(nets) > 1:
         names = ", ".join(f"'{n.name}'" for n in nets.values())
-        raise DefinitionError(f"tensors from different networks ({names})", where=user_location())
+        raise _fail(what, f"tensors from different networks ({names})", *values, name=name)
     return next(iter(nets.values()))
 
 
-def _lift(net: Network, value: TensorLike, like: Tensor | None) -> Tensor:
-    """A Tensor for ``value``: scalars and arrays become constants of ``like``'s dtype."""
+def _lift(net: Network, value: TensorLike, like: Tensor | None, op: str = "layer") -> Tensor:
+    """A Tensor for ``value``: scalars (and float64 arrays) become constants of ``like``'s dtype.
+
+    A value that the dtype cannot hold (2.5 for an int32 tensor, 1e6 for float16) is an error
+    rather than a silent truncation or overflow.
+    """
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (bool, int, float, np.number, np.bool_)) or (
@@ -63,23 +83,37 @@ def _lift(net: Network, value: TensorLike, like: Tensor | None) -> Tensor:
     ):
         arr = np.asarray(value)
         if like is not None and (np.ndim(value) == 0 or arr.dtype == np.float64):
-            arr = arr.astype(like.dtype.numpy)
+            with np.errstate(all="ignore"):
+                cast = arr.astype(like.dtype.numpy)
+                back = cast.astype(np.float64 if like.dtype.is_float else arr.dtype)
+            if like.dtype.is_float:
+                bad = np.isfinite(arr.astype(np.float64)) & ~np.isfinite(back)
+            else:
+                bad = back != arr
+            if np.any(bad):
+                shown = arr[bad].flat[0] if arr.ndim else arr.item()
+                raise _fail(
+                    op,
+                    f"value {shown!r} cannot be represented in {like.dtype} (the dtype of "
+                    f"'{like.name}'); cast explicitly",
+                    like,
+                )
+            arr = cast
         return net.constant(arr)
-    raise DefinitionError(
-        f"expected a Tensor, NumPy array or number, got {type(value).__name__}",
-        where=user_location(),
-    )
+    raise _fail(op, f"expected a Tensor, NumPy array or number, got {type(value).__name__}", like)
 
 
 def _binary(kind: str, a: TensorLike, b: TensorLike, name: str | None) -> Tensor:
-    net = _network(a, b)
+    net = _network(a, b, op=kind, name=name)
     like = a if isinstance(a, Tensor) else b
-    x, y = _lift(net, a, like), _lift(net, b, like)
+    x, y = _lift(net, a, like, kind), _lift(net, b, like, kind)
     return net.add_layer(ELEMENTWISE, (x, y), {"kind": kind}, name=name, base=kind)[0]
 
 
 def _unary(op: Any, kind: str, x: Tensor, name: str | None) -> Tensor:
-    return _network(x).add_layer(op, (x,), {"kind": kind}, name=name, base=kind)[0]
+    return _network(x, op=kind, name=name).add_layer(
+        op, (x,), {"kind": kind}, name=name, base=kind
+    )[0]
 
 
 # -- elementwise ---------------------------------------------------------------------------
@@ -248,9 +282,8 @@ def gelu(x: Tensor, approximate: str = "none", name: str | None = None) -> Tenso
     """GELU; ``approximate="none"`` uses erf, ``"tanh"`` the tanh approximation."""
     kinds = {"none": "gelu_erf", "erf": "gelu_erf", "tanh": "gelu_tanh"}
     if approximate not in kinds:
-        raise DefinitionError(
-            f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}",
-            where=user_location(),
+        raise _fail(
+            "gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}", x, name=name
         )
     return _unary(ACTIVATION, kinds[approximate], x, name)
 
@@ -269,21 +302,24 @@ def matmul(
     name: str | None = None,
 ) -> Tensor:
     """Matrix product with batch broadcasting. ``F.matmul(q, k, transpose_b=True)``"""
-    net = _network(a, b)
+    net = _network(a, b, op="matmul", name=name)
     like = a if isinstance(a, Tensor) else b
-    x, y = _lift(net, a, like), _lift(net, b, like)
+    x, y = _lift(net, a, like, "matmul"), _lift(net, b, like, "matmul")
     attrs = {"transpose_a": bool(transpose_a), "transpose_b": bool(transpose_b)}
     return net.add_layer(MATMUL, (x, y), attrs, name=name)[0]
 
 
 def softmax(x: Tensor, axis: int = -1, name: str | None = None) -> Tensor:
     """Softmax over ``axis``."""
-    return _network(x).add_layer(SOFTMAX, (x,), {"axis": axis}, name=name)[0]
+    return _network(x, op="softmax", name=name).add_layer(SOFTMAX, (x,), {"axis": axis}, name=name)[
+        0
+    ]
 
 
 def _reduce(kind: str, x: Tensor, axis: Any, keepdims: bool, name: str | None) -> Tensor:
     attrs = {"kind": kind, "axes": axis, "keepdims": bool(keepdims)}
-    return _network(x).add_layer(REDUCE, (x,), attrs, name=name, base=f"reduce_{kind}")[0]
+    net = _network(x, op=f"reduce_{kind}", name=name)
+    return net.add_layer(REDUCE, (x,), attrs, name=name, base=f"reduce_{kind}")[0]
 
 
 def reduce_sum(
@@ -330,8 +366,8 @@ def layer_norm(
     name: str | None = None,
 ) -> Tensor:
     """Layer normalization over trailing ``axes``; scale/bias have the normalized shape."""
-    net = _network(x)
-    s, b = _lift(net, scale, x), _lift(net, bias, x)
+    net = _network(x, scale, bias, op="layer_norm", name=name)
+    s, b = _lift(net, scale, x, "layer_norm"), _lift(net, bias, x, "layer_norm")
     attrs = {"kind": "layer", "axes": axes, "eps": float(eps)}
     return net.add_layer(NORMALIZATION, (x, s, b), attrs, name=name, base="layer_norm")[0]
 
@@ -340,61 +376,101 @@ def rms_norm(
     x: Tensor, scale: TensorLike, axes: Any = -1, eps: float = 1e-6, name: str | None = None
 ) -> Tensor:
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * scale`` over trailing ``axes``."""
-    net = _network(x)
-    s = _lift(net, scale, x)
+    net = _network(x, scale, op="rms_norm", name=name)
+    s = _lift(net, scale, x, "rms_norm")
     attrs = {"kind": "rms", "axes": axes, "eps": float(eps)}
     return net.add_layer(NORMALIZATION, (x, s), attrs, name=name, base="rms_norm")[0]
 
 
 # -- data movement -------------------------------------------------------------------------
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def reshape(x: Tensor, shape: Sequence[int], name: str | None = None) -> Tensor:
     """Reshape; 0 copies the input dim, -1 is inferred. ``F.reshape(x, (0, -1))``"""
-    if isinstance(shape, int):
+    net = _network(x, op="reshape", name=name)
+    if _is_int(shape):
         shape = (shape,)
-    return _network(x).add_layer(RESHAPE, (x,), {"dims": tuple(shape)}, name=name)[0]
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise _fail("reshape", f"dims must be ints, got {shape!r}", x, name=name) from None
+    return net.add_layer(RESHAPE, (x,), {"dims": dims}, name=name)[0]
 
 
 def transpose(x: Tensor, perm: Sequence[int] | None = None, name: str | None = None) -> Tensor:
     """Permute axes (default: reverse them)."""
+    net = _network(x, op="transpose", name=name)
     p = None if perm is None else tuple(perm)
-    return _network(x).add_layer(TRANSPOSE, (x,), {"perm": p}, name=name)[0]
+    return net.add_layer(TRANSPOSE, (x,), {"perm": p}, name=name)[0]
 
 
 permute = transpose
 
 
+def _regroup(x: Tensor, keep: Sequence[int | None], name: str | None) -> Tensor:
+    """Drop size-1 axes of ``x`` and insert new ones: output axis j is x's axis ``keep[j]``
+    (kept axes in increasing order) or, where ``keep[j]`` is None, a new axis of size 1.
+
+    One reshape when TensorRT's reshape dims can say it (0 copies the dim at the same position,
+    at most one -1). When several dynamic dims (or empty dims) change position, a transpose
+    first moves the dropped axes last, the reshape then only drops/appends trailing 1s, and a
+    transpose after puts the new axes in place.
+    """
+    dims, moved_dynamic, moved_empty = [], 0, False
+    for j, a in enumerate(keep):
+        if a is None:
+            dims.append(1)
+        elif a == j:
+            dims.append(0)
+        elif x.shape[a] is None:
+            dims.append(-1)
+            moved_dynamic += 1
+        else:
+            dims.append(x.shape[a])
+            moved_empty |= x.shape[a] == 0  # a literal 0 would mean "copy the input dim"
+    if moved_dynamic <= 1 and not moved_empty:
+        return reshape(x, dims, name=name)
+    kept = [a for a in keep if a is not None]
+    dropped = [a for a in range(x.ndim) if a not in kept]
+    y = transpose(x, kept + dropped) if kept + dropped != list(range(x.ndim)) else x
+    new_axes = iter(range(len(kept), len(keep)))
+    perm = [kept.index(a) if a is not None else next(new_axes) for a in keep]
+    last = perm == list(range(len(keep)))
+    y = reshape(y, [0] * len(kept) + [1] * (len(keep) - len(kept)), name=name if last else None)
+    return y if last else transpose(y, perm, name=name)
+
+
 def expand_dims(x: Tensor, axis: int, name: str | None = None) -> Tensor:
     """Insert a dimension of size 1 at ``axis`` (a reshape)."""
+    _network(x, op="expand_dims", name=name)
     r = x.ndim + 1
-    if not -r <= axis < r:
-        raise DefinitionError(
-            f"expand_dims: axis {axis} out of range for rank {x.ndim}", where=user_location()
+    if not _is_int(axis) or not -r <= axis < r:
+        raise _fail(
+            "expand_dims", f"axis {axis!r} is out of range for an output of rank {r}", x, name=name
         )
-    axis %= r
-    dims = [0] * x.ndim
-    dims.insert(axis, 1)
-    return reshape(x, dims, name=name)
+    keep: list[int | None] = list(range(x.ndim))
+    keep.insert(int(axis) % r, None)
+    return _regroup(x, keep, name)
 
 
 def squeeze(x: Tensor, axis: int, name: str | None = None) -> Tensor:
     """Remove dimension ``axis``, which must have size 1 (a reshape)."""
-    if not -x.ndim <= axis < x.ndim or x.shape[axis] != 1:
-        raise DefinitionError(
-            f"squeeze: axis {axis} of shape {x.shape} is not of size 1", where=user_location()
-        )
-    axis %= x.ndim
-    if builtins.sum(d is None for d in x.shape) > 1:
-        raise DefinitionError(
-            "squeeze: at most one dynamic dim is supported", where=user_location()
-        )
-    dims = [-1 if d is None else d for i, d in enumerate(x.shape) if i != axis]
-    return reshape(x, dims, name=name)
+    _network(x, op="squeeze", name=name)
+    if not _is_int(axis) or not -x.ndim <= axis < x.ndim:
+        raise _fail("squeeze", f"axis {axis!r} is out of range for rank {x.ndim}", x, name=name)
+    axis = int(axis) % x.ndim
+    if x.shape[axis] != 1:
+        d = "?" if x.shape[axis] is None else x.shape[axis]
+        raise _fail("squeeze", f"axis {axis} has size {d}, not 1", x, name=name)
+    return _regroup(x, [a for a in range(x.ndim) if a != axis], name)
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0, name: str | None = None) -> Tensor:
     """Concatenate along ``axis``."""
     tensors = list(tensors)
-    net = _network(*tensors)
+    net = _network(*tensors, op="concat", name=name)
     return net.add_layer(CONCAT, tensors, {"axis": axis}, name=name)[0]
 
 
@@ -406,74 +482,71 @@ def slice(
     name: str | None = None,
 ) -> Tensor:
     """Static strided slice: ``size[i]`` elements from ``start[i]`` every ``stride[i]``."""
+    net = _network(x, op="slice", name=name)
     stride = (1,) * len(start) if stride is None else tuple(stride)
     attrs = {"start": tuple(start), "size": tuple(size), "stride": stride}
-    return _network(x).add_layer(SLICE, (x,), attrs, name=name)[0]
+    return net.add_layer(SLICE, (x,), attrs, name=name)[0]
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
     """Basic NumPy indexing (ints, slices with positive steps, ``...``, ``None``)."""
-    where = user_location()
+    _network(x, op="getitem")
+
+    def fail(message: str) -> DefinitionError:
+        return _fail("getitem", f"index {index!r}: {message}", x)
+
     idx = index if isinstance(index, tuple) else (index,)
     if builtins.sum(i is Ellipsis for i in idx) > 1:
-        raise DefinitionError("an index can only have one '...'", where=where)
+        raise fail("an index can only have one '...'")
     used = builtins.sum(1 for i in idx if i is not None and i is not Ellipsis)
     if used > x.ndim:
-        raise DefinitionError(f"too many indices for tensor of rank {x.ndim}", where=where)
+        raise fail(f"too many indices for a tensor of rank {x.ndim}")
     if Ellipsis in idx:
         k = idx.index(Ellipsis)
         idx = idx[:k] + (builtins.slice(None),) * (x.ndim - used) + idx[k + 1 :]
     else:
         idx = idx + (builtins.slice(None),) * (x.ndim - used)
-    start, size, stride, out_dims = [], [], [], []
+    start, size, stride = [], [], []
+    keep: list[int | None] = []  # output axis -> input axis (None: a new axis)
     axis = 0
     for i in idx:
         if i is None:
-            out_dims.append(1)
+            keep.append(None)
             continue
         d = x.shape[axis]
         if isinstance(i, builtins.slice):
-            if i == builtins.slice(None):
-                start.append(0)
-                size.append(d)
-                stride.append(1)
-                out_dims.append(-1 if d is None else d)
-                axis += 1
-                continue
+            full = i.start in (None, 0) and i.stop is None and i.step in (None, 1)
+            if d is None and not full:
+                raise fail(f"slicing dynamic dim {axis} is not supported (only ':')")
             if d is None:
-                raise DefinitionError(
-                    f"slicing dynamic dim {axis} needs a static size", where=where
-                )
-            s, e, st = i.indices(d)
-            if st < 1:
-                raise DefinitionError(
-                    f"negative or zero step {i.step} is not supported", where=where
-                )
-            n = builtins.max(0, (e - s + st - 1) // st)
-            start.append(s if n else 0)
+                s, n, st = 0, None, 1
+            else:
+                try:
+                    s, e, st = i.indices(d)
+                except (TypeError, ValueError) as exc:
+                    raise fail(str(exc)) from None
+                if st < 1:
+                    raise fail(f"step {i.step} is not supported (steps must be positive)")
+                n = builtins.max(0, (e - s + st - 1) // st)
+                s = s if n else 0
+            start.append(s)
             size.append(n)
             stride.append(st)
-            out_dims.append(n)
-        elif isinstance(i, (int, np.integer)):
+            keep.append(axis)
+        elif _is_int(i):
             if d is None:
-                raise DefinitionError(f"indexing dynamic dim {axis} is not supported", where=where)
+                raise fail(f"indexing dynamic dim {axis} is not supported")
             if not -d <= i < d:
-                raise DefinitionError(
-                    f"index {i} out of range for dim {axis} of size {d}", where=where
-                )
+                raise fail(f"index {i} is out of range for dim {axis} of size {d}")
             start.append(int(i) % d)
             size.append(1)
             stride.append(1)
         else:
-            raise DefinitionError(f"unsupported index {i!r}", where=where)
+            raise fail(f"unsupported index {i!r} (use ints, slices, '...' or None)")
         axis += 1
     y = slice(x, start, size, stride)
-    if tuple(out_dims) != tuple(-1 if s is None else s for s in size):
-        if builtins.sum(d == -1 for d in out_dims) > 1:
-            raise DefinitionError(
-                "indexing that drops or adds dims supports at most one dynamic dim", where=where
-            )
-        y = reshape(y, out_dims)
+    if keep != list(range(x.ndim)):
+        y = _regroup(y, keep, None)
     return y
 
 
@@ -481,40 +554,81 @@ def split(
     x: Tensor, sections: int | Sequence[int], axis: int = 0, name: str | None = None
 ) -> list[Tensor]:
     """Split into ``sections`` equal pieces, or pieces of the given sizes."""
-    sizes = sections if isinstance(sections, int) else tuple(sections)
-    return _network(x).add_layer(SPLIT, (x,), {"axis": axis, "sizes": sizes}, name=name)
+    net = _network(x, op="split", name=name)
+    sizes = int(sections) if _is_int(sections) else tuple(sections)
+    return net.add_layer(SPLIT, (x,), {"axis": axis, "sizes": sizes}, name=name)
 
 
 def gather(x: Tensor, indices: TensorLike, axis: int = 0, name: str | None = None) -> Tensor:
-    """Take slices of ``x`` along ``axis`` at ``indices`` (int32/int64)."""
-    net = _network(x)
-    idx = indices if isinstance(indices, Tensor) else net.constant(np.asarray(indices, np.int32))
+    """Take slices of ``x`` along ``axis`` at ``indices`` (int32/int64).
+
+    Constant indices may be negative (NumPy style) when the axis has a static size: they are
+    wrapped here, because TensorRT's gather needs indices in [0, size). Index tensors fed at
+    run time must already be in [0, size).
+    """
+    net = _network(x, op="gather", name=name)
+    if isinstance(indices, Tensor):
+        idx = indices
+    else:
+        arr = np.asarray(indices)
+        if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+            raise _fail("gather", f"indices must be integers, got {arr.dtype}", x, name=name)
+        arr = arr.astype(np.int64)
+        if arr.size and _is_int(axis) and -x.ndim <= axis < x.ndim:
+            n = x.shape[int(axis) % x.ndim]
+            lo, hi = int(arr.min()), int(arr.max())
+            if n is None and lo < 0:
+                raise _fail(
+                    "gather",
+                    f"negative index {lo} on dynamic axis {axis} (TensorRT needs [0, size))",
+                    x,
+                    name=name,
+                )
+            if n is not None and not (-n <= lo and hi < n):
+                bad = lo if lo < -n else hi
+                raise _fail(
+                    "gather",
+                    f"index {bad} is out of range [-{n}, {n}) for axis {axis} of size {n}",
+                    x,
+                    name=name,
+                )
+            if n is not None:
+                arr = np.where(arr < 0, arr + n, arr)
+        big = arr.size and int(np.abs(arr).max()) > np.iinfo(np.int32).max
+        idx = net.constant(arr.astype(np.int64 if big else np.int32))
     return net.add_layer(GATHER, (x, idx), {"axis": axis}, name=name)[0]
 
 
 def cast(x: Tensor, dtype: Any, name: str | None = None) -> Tensor:
     """Convert to ``dtype`` ('float16', td.bfloat16, ...)."""
+    net = _network(x, op="cast", name=name)
     try:
         dt = dtypes.as_dtype(dtype)
     except ValueError as e:
-        raise DefinitionError(f"cast: {e}", where=user_location()) from None
-    return _network(x).add_layer(CAST, (x,), {"dtype": dt}, name=name)[0]
+        raise _fail("cast", str(e), x, name=name) from None
+    return net.add_layer(CAST, (x,), {"dtype": dt}, name=name)[0]
 
 
 def identity(x: Tensor, name: str | None = None) -> Tensor:
     """A copy of ``x``."""
-    return _network(x).add_layer(IDENTITY, (x,), {}, name=name)[0]
+    return _network(x, op="identity", name=name).add_layer(IDENTITY, (x,), {}, name=name)[0]
 
 
 def select(condition: Tensor, a: TensorLike, b: TensorLike, name: str | None = None) -> Tensor:
     """``where(condition, a, b)`` with broadcasting."""
-    net = _network(condition, a, b)
+    net = _network(condition, a, b, op="select", name=name)
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
-    x, y = _lift(net, a, like), _lift(net, b, like)
-    return net.add_layer(SELECT, (condition, x, y), {}, name=name)[0]
+    c = _lift(net, condition, None, "select")
+    x, y = _lift(net, a, like, "select"), _lift(net, b, like, "select")
+    return net.add_layer(SELECT, (c, x, y), {}, name=name)[0]
 
 
 where = select
+
+
+def clip(x: Tensor, low: TensorLike, high: TensorLike, name: str | None = None) -> Tensor:
+    """``min(max(x, low), high)`` (two layers)."""
+    return minimum(maximum(x, low), high, name=name)
 
 
 # -- collectives ---------------------------------------------------------------------------

@@ -51,12 +51,19 @@ class Network:
     def _fail(self, message: str, where: SourceLocation | None = None) -> DefinitionError:
         return DefinitionError(message, layer=None, where=where or user_location())
 
-    def _unique_name(self, base: str, name: str | None, where: SourceLocation) -> str:
+    def _unique_name(
+        self, base: str, name: str | None, where: SourceLocation, inputs: str = ""
+    ) -> str:
         if name is not None:
             if not isinstance(name, str) or not name:
                 raise self._fail(f"layer name must be a non-empty string, got {name!r}", where)
             if name in self._names:
-                raise self._fail(f"duplicate layer name '{name}'", where)
+                raise DefinitionError(
+                    f"{base}: duplicate layer name '{name}' (an earlier layer has it)"
+                    + (f" [inputs: {inputs}]" if inputs else ""),
+                    layer=name,
+                    where=where,
+                )
             self._names.add(name)
             return name
         while True:
@@ -77,24 +84,34 @@ class Network:
     ) -> list[Tensor]:
         """Record one layer; infer its output types (errors point at the user's line)."""
         where = user_location()
+        shown = ", ".join(
+            f"{t.name}: {t.type}" if isinstance(t, Tensor) else type(t).__name__ for t in inputs
+        )
         for t in inputs:
             if not isinstance(t, Tensor):
-                raise self._fail(
-                    f"{op.name}: expected a Tensor input, got {type(t).__name__}", where
+                raise DefinitionError(
+                    f"{op.name}: expected a Tensor input, got {type(t).__name__} [inputs: {shown}]",
+                    layer=name or base or op.name,
+                    where=where,
                 )
             if t.network is not self:
-                raise self._fail(
+                raise DefinitionError(
                     f"{op.name}: tensor '{t.name}' belongs to network '{t.network.name}', "
-                    f"not '{self.name}'",
-                    where,
+                    f"not '{self.name}' [inputs: {shown}]",
+                    layer=name or base or op.name,
+                    where=where,
                 )
-        layer_name = self._unique_name(base or op.name, name, where)
+        layer_name = self._unique_name(base or op.name, name, where, shown)
         layer = Layer(layer_name, op, tuple(inputs), dict(attrs or {}), where, len(self.layers))
         try:
             types = op.infer(layer)
         except DefinitionError:
             self._names.discard(layer_name)
             raise
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            # a malformed argument that the shape rule did not anticipate
+            self._names.discard(layer_name)
+            raise layer.fail(f"invalid arguments {layer.attrs}: {type(e).__name__}: {e}") from e
         multi = len(types) > 1
         layer.outputs = [
             Tensor(self, layer, i, ty, f"{layer_name}:{i}" if multi else layer_name)
@@ -112,13 +129,26 @@ class Network:
         """A network input. Use None or -1 for a dynamic dimension."""
         where = user_location()
         if name in self.inputs:
-            raise self._fail(f"duplicate input name '{name}'", where)
+            raise self._fail(
+                f"duplicate input name '{name}' (already an input of type "
+                f"{self.inputs[name].type}; now {shape!r} {dtype})",
+                where,
+            )
         try:
             dt = dtypes.as_dtype(dtype)
         except ValueError as e:
             raise self._fail(f"input '{name}': {e}", where) from None
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        try:
+            shape = tuple(shape)
+        except TypeError:
+            msg = f"input '{name}': shape must be a sequence, got {shape!r}"
+            raise self._fail(msg, where) from None
         dims = []
         for d in shape:
+            if isinstance(d, (bool, np.bool_)):
+                raise self._fail(f"input '{name}': bad dimension {d!r} in shape {shape}", where)
             if d is None or d == -1:
                 dims.append(None)
             elif isinstance(d, (int, np.integer)) and d >= 0:
@@ -136,17 +166,17 @@ class Network:
         self, value: Any, *, dtype: dtypes.DType | str | None = None, name: str | None = None
     ) -> Tensor:
         """A constant (weights) from a NumPy array or scalar; float64 becomes float32."""
-        arr = np.asarray(value)
-        if dtype is not None:
-            arr = arr.astype(dtypes.as_dtype(dtype).numpy)
-        elif arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
-        elif arr.dtype == np.int64 and np.ndim(value) == 0:
-            arr = arr.astype(np.int32)
         try:
+            arr = np.asarray(value)
+            if dtype is not None:
+                arr = arr.astype(dtypes.as_dtype(dtype).numpy)
+            elif arr.dtype == np.float64:
+                arr = arr.astype(np.float32)
+            elif arr.dtype == np.int64 and np.ndim(value) == 0 and -(2**31) <= arr < 2**31:
+                arr = arr.astype(np.int32)  # a Python int, when int32 holds it
             dtypes.as_dtype(arr.dtype)
-        except ValueError as e:
-            raise self._fail(f"constant: {e}") from None
+        except (ValueError, TypeError) as e:
+            raise self._fail(f"constant{f' {name!r}' if name else ''}: {e}") from None
         arr = np.array(arr, order="C", copy=True)
         arr.setflags(write=False)
         (t,) = self.add_layer(CONSTANT, (), {"value": arr}, name=name)
@@ -159,7 +189,18 @@ class Network:
             raise self._fail("output: expected a Tensor of this network", where)
         name = name or tensor.name
         if name in self.outputs:
-            raise self._fail(f"duplicate output name '{name}'", where)
+            raise self._fail(
+                f"duplicate output name '{name}' (already given to tensor "
+                f"'{self.outputs[name].name}': {self.outputs[name].type}; "
+                f"now tensor '{tensor.name}': {tensor.type})",
+                where,
+            )
+        if name in self.inputs and self.inputs[name] is not tensor:
+            raise self._fail(
+                f"output name '{name}' is already the name of an input (TensorRT needs unique "
+                f"input/output names) [tensor '{tensor.name}': {tensor.type}]",
+                where,
+            )
         for other, t in self.outputs.items():
             if t is tensor:
                 raise self._fail(f"tensor '{tensor.name}' is already output '{other}'", where)
@@ -243,19 +284,24 @@ class Network:
         """The graph in Graphviz dot: one node per layer, edges labelled with shapes."""
 
         def q(s: str) -> str:
-            return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            """A quoted dot ID: backslashes and quotes escaped, newlines as dot's ``\\n``."""
+            s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            return '"' + s + '"'
+
+        def edge(t: Tensor) -> str:  # the output's name too where a layer has several
+            return q(f"{t.name}: {t.type}" if len(t.producer.outputs) > 1 else str(t.type))
 
         lines = [f"digraph {q(self.name)} {{", "  rankdir=TB;", "  node [shape=box, fontsize=10];"]
         for layer in self.layers:
             shape = "ellipse" if layer.op.name in ("input", "constant") else "box"
             style = ', style=filled, fillcolor="#ffe9b3"' if layer.op.is_collective else ""
-            label = f"{layer.name}\\n{layer.op.describe(layer)}"
+            label = f"{layer.name}\n{layer.op.describe(layer)}"
             lines.append(f"  {q(layer.name)} [label={q(label)}, shape={shape}{style}];")
             for t in layer.inputs:
-                lines.append(f"  {q(t.producer.name)} -> {q(layer.name)} [label={q(str(t.type))}];")
+                lines.append(f"  {q(t.producer.name)} -> {q(layer.name)} [label={edge(t)}];")
         for name, t in self.outputs.items():
             lines.append(f"  {q('out:' + name)} [label={q(name)}, shape=ellipse, style=bold];")
-            lines.append(f"  {q(t.producer.name)} -> {q('out:' + name)} [label={q(str(t.type))}];")
+            lines.append(f"  {q(t.producer.name)} -> {q('out:' + name)} [label={edge(t)}];")
         lines.append("}")
         return "\n".join(lines) + "\n"
 

@@ -195,6 +195,18 @@ class Tensor:
     def min(self, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
         return F.reduce_min(self, axis=axis, keepdims=keepdims, name=name)
 
+    def prod(self, axis: Any = None, keepdims: bool = False, name: str | None = None) -> Tensor:
+        return F.reduce_prod(self, axis=axis, keepdims=keepdims, name=name)
+
+    def floor(self, name: str | None = None) -> Tensor:
+        return F.floor(self, name=name)
+
+    def ceil(self, name: str | None = None) -> Tensor:
+        return F.ceil(self, name=name)
+
+    def clip(self, low: Any, high: Any, name: str | None = None) -> Tensor:
+        return F.clip(self, low, high, name=name)
+
     def reshape(self, shape: Any, name: str | None = None) -> Tensor:
         return F.reshape(self, shape, name=name)
 

@@ -91,6 +91,8 @@ class MatMul(OpDef):
         if ta_.rank == 1 or tb_.rank == 1:
             b.name(mm, layer, "mm")
             dims = tuple(0 if d is None else d for d in out_shape)
+            if ta_.rank == 1 and tb_.rank > 1 and out_shape[-1] is None:
+                dims = dims[:-1] + (-1,)  # a 0 there would copy the removed row dim (1)
             return [b.reshape(mm.get_output(0), dims or (), layer)]
         return [b.out(mm, layer)]
 

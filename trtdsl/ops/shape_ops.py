@@ -50,7 +50,7 @@ class Constant(OpDef):
         return [TensorType(tuple(v.shape), dtypes.as_dtype(v.dtype))]
 
     def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
-        return [ctx.asarray(layer.attrs["value"])]
+        return [ctx.constant(layer)]
 
     def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
         return [b.constant(layer.attrs["value"], layer)]
@@ -99,7 +99,11 @@ class Cast(OpDef):
 
 
 def reshape_dims(layer: Layer, in_shape: tuple, dims: Sequence[int]) -> tuple:
-    """Resolve TensorRT reshape dims: 0 copies the input dim, -1 is inferred (at most one)."""
+    """Resolve TensorRT reshape dims: 0 copies the input dim, -1 is inferred (at most one).
+
+    Dims copied by 0 appear on both sides, so they cancel: (?, ?, 64) reshaped to (0, 0, 4, -1)
+    is (?, ?, 4, 16) even though the element count is unknown.
+    """
     dims = tuple(int(d) for d in dims)
     if sum(d == -1 for d in dims) > 1:
         raise layer.fail(f"reshape {dims}: at most one -1")
@@ -113,18 +117,21 @@ def reshape_dims(layer: Layer, in_shape: tuple, dims: Sequence[int]) -> tuple:
             out.append(in_shape[i])
         else:
             out.append(d)
+    copied = {i for i, d in enumerate(dims) if d == 0}
+    rest_in = prod([d for i, d in enumerate(in_shape) if i not in copied])
+    rest_out = prod([d for i, d in enumerate(out) if i not in copied and dims[i] != -1])
     total = prod(in_shape)
-    if -1 in out:
-        known = prod([d for d in out if d != -1])
-        if total is None or known is None:
-            out[out.index(-1)] = None
+    if -1 in dims:
+        k = dims.index(-1)
+        if rest_in is None:
+            out[k] = None
+        elif rest_out == 0 or rest_in % rest_out:
+            raise layer.fail(
+                f"cannot reshape {format_shape(in_shape)} ({total} elements) to {dims}"
+            )
         else:
-            if known == 0 or total % known:
-                raise layer.fail(
-                    f"cannot reshape {format_shape(in_shape)} ({total} elements) to {dims}"
-                )
-            out[out.index(-1)] = total // known
-    elif total is not None and prod(out) is not None and prod(out) != total:
+            out[k] = rest_in // rest_out
+    elif rest_in is not None and rest_in != rest_out:
         raise layer.fail(f"cannot reshape {format_shape(in_shape)} ({total} elements) to {dims}")
     return tuple(out)
 
@@ -157,10 +164,11 @@ class Transpose(OpDef):
         perm = layer.attrs["perm"]
         if perm is None:
             perm = tuple(reversed(range(x.rank)))
-        perm = tuple(int(p) for p in perm)
+        perm = tuple(perm)
         if (
-            sorted(p % x.rank if x.rank else p for p in perm) != list(range(x.rank))
-            or len(perm) != x.rank
+            len(perm) != x.rank
+            or not all(isinstance(p, (int, np.integer)) and -x.rank <= p < x.rank for p in perm)
+            or sorted(int(p) % x.rank for p in perm) != list(range(x.rank))
         ):
             raise layer.fail(f"perm {perm} is not a permutation of {x.rank} axes")
         perm = tuple(p % x.rank for p in perm)
@@ -297,14 +305,14 @@ class Split(OpDef):
         for i, s in enumerate(sizes):
             start = tuple(lo if j == ax else 0 for j in range(len(shape)))
             size = tuple(s if j == ax else d for j, d in enumerate(shape))
-            sl = b.network.add_slice(inputs[0], start, size, (1,) * len(shape))
-            outs.append(b.out(sl, layer, suffix=str(i)))
+            # b.slice: a dynamic (None) dim of the input is taken whole, sized at run time
+            outs.append(b.slice(inputs[0], start, size, (1,) * len(shape), layer, str(i)))
             lo += s
         return outs
 
 
 class Gather(OpDef):
-    """Gather slices along ``axis`` at integer indices (TensorRT's default gather mode)."""
+    """Gather slices along ``axis`` at integer indices in [0, size) (TensorRT's default mode)."""
 
     name = "gather"
 
@@ -322,8 +330,11 @@ class Gather(OpDef):
         x, idx = inputs
         ax = layer.attrs["axis"]
         n = x.shape[ax]
-        if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
-            raise ctx.error(layer, f"gather index out of range [-{n}, {n}) on axis {ax}")
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+            raise ctx.error(
+                layer, f"gather index {bad} out of range [0, {n}) on axis {ax} (TensorRT's rule)"
+            )
         return [ctx.xp.take(x, idx, axis=ax)]
 
     def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:

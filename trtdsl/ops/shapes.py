@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..ir import Layer, Shape, format_shape
 
 
 def normalize_axis(layer: Layer, axis: int, rank: int, what: str = "axis") -> int:
     """Map a possibly negative axis into [0, rank); error naming the layer if out of range."""
-    if not isinstance(axis, (int,)) or isinstance(axis, bool):
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, (bool, np.bool_)):
         raise layer.fail(f"{what} must be an int, got {axis!r}")
+    axis = int(axis)
     if not -rank <= axis < rank:
         raise layer.fail(f"{what} {axis} is out of range for rank {rank}")
     return axis % rank
@@ -20,8 +23,10 @@ def normalize_axes(layer: Layer, axes: int | Sequence[int] | None, rank: int) ->
     """Axes as sorted unique non-negative ints; None means all axes."""
     if axes is None:
         return tuple(range(rank))
-    if isinstance(axes, int):
+    if isinstance(axes, (int, np.integer)):
         axes = (axes,)
+    if not isinstance(axes, (tuple, list)):
+        raise layer.fail(f"axes must be an int, a tuple of ints or None, got {axes!r}")
     out = sorted({normalize_axis(layer, a, rank) for a in axes})
     if len(out) != len(tuple(axes)):
         raise layer.fail(f"repeated axis in {tuple(axes)}")
