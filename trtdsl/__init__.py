@@ -9,7 +9,7 @@
 (2, 3)
 """
 
-from . import functional
+from . import functional, parallel
 from .dtypes import DType, as_dtype, bfloat16, bool_, float16, float32, int8, int32, int64
 from .errors import (
     CollectiveMismatchError,
@@ -30,6 +30,7 @@ __all__ = [
     "Network",
     "Tensor",
     "functional",
+    "parallel",
     "concat",
     "select",
     "where",
