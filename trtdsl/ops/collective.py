@@ -81,6 +81,10 @@ class CollectiveSpec:
         return None if self.root is None else self.group[self.root]
 
 
+def _is_rank(r: Any) -> bool:
+    return isinstance(r, (int, np.integer)) and not isinstance(r, (bool, np.bool_))
+
+
 def normalize_groups(groups: Any, size: int) -> tuple[tuple[int, ...], ...]:
     """None -> one group of all ranks; [0, 1, 2, 3] -> one ordered group (must hold every rank);
     [[0, 1], [2, 3]] -> a partition of range(size). ValueError with the reason otherwise."""
@@ -88,11 +92,11 @@ def normalize_groups(groups: Any, size: int) -> tuple[tuple[int, ...], ...]:
         return (tuple(range(size)),)
     if not isinstance(groups, Sequence) or isinstance(groups, str):
         raise ValueError(f"groups must be None, a list of ranks or a list of lists, got {groups!r}")
-    if all(isinstance(g, (int, np.integer)) for g in groups):
+    if all(_is_rank(g) for g in groups):
         groups = [groups]
     parts: list[tuple[int, ...]] = []
     for g in groups:
-        if not isinstance(g, Sequence) or not all(isinstance(r, (int, np.integer)) for r in g):
+        if not isinstance(g, Sequence) or isinstance(g, str) or not all(_is_rank(r) for r in g):
             raise ValueError(f"each group must be a list of int ranks, got {g!r}")
         if len(g) == 0:
             raise ValueError("groups must not be empty")
@@ -205,22 +209,26 @@ class Collective(OpDef):
                 "world size unknown: create the network with Network(name, world=...) "
                 "(MPIWorld(), a rank of InProcessWorld(n), or StaticWorld(size, rank))"
             )
-        if reduce in ("none", "NONE"):
-            reduce = None
+        if x.dtype not in ALLOWED_DTYPES:
+            names = ", ".join(d.name for d in ALLOWED_DTYPES)
+            raise layer.fail(f"collectives take {names}; got {x.dtype}")
+        if x.rank == 0:
+            raise layer.fail("collectives work on axis 0: input needs rank >= 1")
+        if isinstance(reduce, str):
+            reduce = reduce.lower()
+            if reduce == "none":
+                reduce = None
         if op in REDUCING:
             if reduce is None:
                 raise layer.fail(f"{op} needs a reduce op, one of {REDUCE_OPS}")
             if reduce not in REDUCE_OPS:
                 raise layer.fail(f"unknown reduce op {reduce!r}; expected one of {REDUCE_OPS}")
             if reduce == "avg" and not x.dtype.is_float:
-                raise layer.fail(f"reduce 'avg' needs a float input, got {x.dtype}")
+                raise layer.fail(
+                    f"reduce 'avg' needs a float input, got {x.dtype} (use sum and divide)"
+                )
         elif reduce is not None:
             raise layer.fail(f"{op} does not reduce: pass reduce=None, not {reduce!r}")
-        if x.dtype not in ALLOWED_DTYPES:
-            names = ", ".join(d.name for d in ALLOWED_DTYPES)
-            raise layer.fail(f"collectives take {names}; got {x.dtype}")
-        if x.rank == 0:
-            raise layer.fail("collectives work on axis 0: input needs rank >= 1")
         try:
             partition = normalize_groups(a["groups"], size)
         except ValueError as e:
@@ -229,7 +237,11 @@ class Collective(OpDef):
         n = len(group)
         if op in ROOTED:
             root = 0 if root is None else root
-            if not isinstance(root, (int, np.integer)) or not 0 <= root < n:
+            if (
+                isinstance(root, bool)
+                or not isinstance(root, (int, np.integer))
+                or not 0 <= root < n
+            ):
                 raise layer.fail(
                     f"root {root} is outside the group {list(group)} (root is an index into "
                     f"the rank's group, 0..{n - 1})"
@@ -242,7 +254,8 @@ class Collective(OpDef):
         d0 = x.shape[0]
         if op in SPLITTING and d0 is not None and d0 % n:
             raise layer.fail(
-                f"{op} splits axis 0 of size {d0} into {n} chunks: {d0} is not divisible by {n}"
+                f"{op} splits axis 0 of size {d0} into {n} chunks (the size of group "
+                f"{list(group)}): {d0} is not divisible by {n}"
             )
         layer.attrs["spec"] = CollectiveSpec(op, reduce, root, group, partition)
         return [TensorType(output_shape(op, x.shape, n), x.dtype)]
@@ -258,7 +271,9 @@ class Collective(OpDef):
         red = b.enum("ReduceOperation", spec.reduce or "none")
         root = -1 if spec.root is None else b.collective_root(spec)
         lay = b.network.add_dist_collective(inputs[0], op, red, root, list(spec.group))
-        lay.num_ranks = layer.attrs["world_size"]
+        # right after creation (it cannot change once > 1): the ranks taking part, which
+        # TensorRT uses for the output shape (all_gather: num_ranks * d0), i.e. the group size
+        lay.num_ranks = spec.n
         return [b.out(lay, layer)]
 
     def describe(self, layer: Layer) -> str:
