@@ -305,24 +305,34 @@ class World:
 
     def collective(self, layer: Any, x: np.ndarray) -> np.ndarray:
         """Run one collective layer (NumPy semantics) by exchanging every rank's input."""
-        from .ops.collective import COLLECTIVE, simulate
+        from .ops.collective import simulate
 
         spec = layer.attrs["spec"]
         x = np.asarray(x)
-        entry = (layer.name, str(layer.where), COLLECTIVE.fingerprint(layer, x.shape))
-        gathered = self.exchange((entry, x), f"collective '{layer.name}'", key="collective")
-        entries = [g[0] for g in gathered]
-        if _differ([e[2] for e in entries]):
-            raise CollectiveMismatchError(
-                f"rank {self.rank}: ranks disagree at run time on collective '{layer.name}' "
-                f"(defined at {layer.where}):\n" + _report(entries)
-            )
-        check_split(spec, [e[2][5] for e in entries], layer)
-        outs = simulate(spec, [gathered[r][1] for r in spec.group])
+        inputs = agree_on_collective(self, layer, x.shape, payload=x)
+        outs = simulate(spec, [inputs[r] for r in spec.group])
         return outs[spec.group.index(self.rank)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, rank={self.rank})"
+
+
+def agree_on_collective(world: World, layer: Any, shape: tuple, payload: Any = None) -> list[Any]:
+    """Exchange this rank's fingerprint of collective ``layer`` (with its run-time input
+    ``shape``) and ``payload``; every rank raises alike if the ranks disagree or a split does not
+    divide. Returns every rank's payload, in rank order."""
+    from .ops.collective import COLLECTIVE
+
+    entry = (layer.name, str(layer.where), COLLECTIVE.fingerprint(layer, tuple(shape)))
+    gathered = world.exchange((entry, payload), f"collective '{layer.name}'", key="collective")
+    entries = [g[0] for g in gathered]
+    if _differ([e[2] for e in entries]):
+        raise CollectiveMismatchError(
+            f"rank {world.rank}: ranks disagree at run time on collective '{layer.name}' "
+            f"(defined at {layer.where}):\n" + _report(entries)
+        )
+    check_split(layer.attrs["spec"], [e[2][5] for e in entries], layer)
+    return [g[1] for g in gathered]
 
 
 def check_split(spec: Any, shapes: Sequence[tuple], layer: Any) -> None:

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ExecutionError
-from ..ops.collective import COLLECTIVE, CollectiveSpec, output_shape, poison
-from ..world import MPIWorld, first_mismatch
+from ..ops.collective import CollectiveSpec, output_shape, poison
+from ..world import MPIWorld, agree_on_collective
 from .interpreter import RunContext, check_feeds, interpret
 
 
@@ -72,13 +72,8 @@ class NcclWorld(MPIWorld):
     def collective(self, layer: Any, x: Any) -> Any:
         cp = _cupy()
         spec: CollectiveSpec = layer.attrs["spec"]
-        if self.check_each:
-            entry = (layer.name, str(layer.where), COLLECTIVE.fingerprint(layer, x.shape))
-            msg = first_mismatch([[e] for e in self.exchange(entry, f"collective '{layer.name}'")])
-            if msg:
-                from ..errors import CollectiveMismatchError
-
-                raise CollectiveMismatchError(f"rank {self.rank}: {msg}")
+        if self.check_each:  # agree over MPI before NCCL runs, so a mismatch cannot hang
+            agree_on_collective(self, layer, x.shape)
         x = cp.ascontiguousarray(x)
         n = spec.n
         if n == 1:
