@@ -17,7 +17,7 @@ import argparse
 import sys
 
 import numpy as np
-from _launch import add_common_args, launch
+from _launch import add_common_args, finish, launch
 
 import trtdsl as td
 
@@ -86,16 +86,7 @@ def main() -> int:
         )
 
     results = launch(args, per_rank)
-    if results is None:  # MPI ranks other than 0
-        return 0
-    for _, _, line in sorted(results):
-        print(line)
-    ok = all(res[1] for res in results)
-    print(
-        f"{args.op} over {len(results)} ranks on the {args.backend} backend: "
-        f"{'PASSED' if ok else 'FAILED'}"
-    )
-    return 0 if ok else 1
+    return finish(results, args.op, args.backend)
 
 
 if __name__ == "__main__":
