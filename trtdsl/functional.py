@@ -715,6 +715,7 @@ __all__ = [
     not in {
         "annotations",
         "builtins",
+        "operator",
         "np",
         "dtypes",
         "Any",

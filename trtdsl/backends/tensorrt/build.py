@@ -35,7 +35,7 @@ import numpy as np
 
 from ... import dtypes
 from ...ir import TensorType
-from .errors import INSTALL_HINT, BuildError, TensorRTUnavailableError
+from .errors import INSTALL_HINT, BuildError, BuildOptionError, TensorRTUnavailableError
 from .lowering import lower_network
 
 #: Oldest TensorRT major version the backend supports.
@@ -89,7 +89,9 @@ def _path(value: Any, what: str) -> Path | None:
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)) or str(value) == "":
-        raise ValueError(f"{what} must be a file system path (str or PathLike), got {value!r}")
+        raise BuildOptionError(
+            f"{what} must be a file system path (str or PathLike), got {value!r}"
+        )
     return Path(value)
 
 
@@ -102,7 +104,7 @@ def _dim_range(name: str, axis: int, static: int | None, entry: Any) -> tuple[in
     where = f"profile for input '{name}', dim {axis}"
     if entry is None:
         if static is None:
-            raise ValueError(f"{where} is dynamic: give its range, e.g. (1, 64)")
+            raise BuildOptionError(f"{where} is dynamic: give its range, e.g. (1, 64)")
         return static, static, static
     if _is_int(entry):
         lo = opt = hi = int(entry)
@@ -110,11 +112,13 @@ def _dim_range(name: str, axis: int, static: int | None, entry: Any) -> tuple[in
         lo, hi = int(entry[0]), int(entry[-1])
         opt = int(entry[1]) if len(entry) == 3 else hi
     else:
-        raise ValueError(f"{where}: expected an int, (min, max) or (min, opt, max), got {entry!r}")
+        raise BuildOptionError(
+            f"{where}: expected an int, (min, max) or (min, opt, max), got {entry!r}"
+        )
     if not 0 <= lo <= opt <= hi:
-        raise ValueError(f"{where}: need 0 <= min <= opt <= max, got {(lo, opt, hi)}")
+        raise BuildOptionError(f"{where}: need 0 <= min <= opt <= max, got {(lo, opt, hi)}")
     if static is not None and (lo, hi) != (static, static):
-        raise ValueError(f"{where} is static ({static}); its range {(lo, opt, hi)} differs")
+        raise BuildOptionError(f"{where} is static ({static}); its range {(lo, opt, hi)} differs")
     return lo, opt, hi
 
 
@@ -122,14 +126,16 @@ def _input_profile(name: str, ty: TensorType, spec: Any) -> tuple[Shape, Shape, 
     shape = ty.shape
     if isinstance(spec, Mapping) and set(spec) and set(spec) <= {"min", "opt", "max"}:
         if set(spec) != {"min", "opt", "max"}:
-            raise ValueError(f"profile for input '{name}': give all of min, opt and max")
+            raise BuildOptionError(f"profile for input '{name}': give all of min, opt and max")
         shapes = []
         for k in ("min", "opt", "max"):
             s = spec[k]
             if not isinstance(s, (tuple, list)) or not all(map(_is_int, s)):
-                raise ValueError(f"profile for input '{name}': {k} must be a shape, got {s!r}")
+                raise BuildOptionError(
+                    f"profile for input '{name}': {k} must be a shape, got {s!r}"
+                )
             if len(s) != len(shape):
-                raise ValueError(
+                raise BuildOptionError(
                     f"profile for input '{name}': {k} {tuple(s)} has rank {len(s)}, the input "
                     f"has rank {len(shape)}"
                 )
@@ -141,7 +147,7 @@ def _input_profile(name: str, ty: TensorType, spec: Any) -> tuple[Shape, Shape, 
         if isinstance(spec, Mapping):
             bad = [k for k in spec if not _is_int(k) or not -len(shape) <= k < len(shape)]
             if bad:
-                raise ValueError(
+                raise BuildOptionError(
                     f"profile for input '{name}': keys must be axes of rank {len(shape)} or "
                     f"'min'/'opt'/'max', got {bad}"
                 )
@@ -150,13 +156,13 @@ def _input_profile(name: str, ty: TensorType, spec: Any) -> tuple[Shape, Shape, 
                 entries[int(k) % len(shape)] = v
         elif isinstance(spec, (tuple, list)):
             if len(spec) != len(shape):
-                raise ValueError(
+                raise BuildOptionError(
                     f"profile for input '{name}': {len(spec)} entries for an input of rank "
                     f"{len(shape)} (one per dim: int, (min, max), (min, opt, max) or None)"
                 )
             entries = list(spec)
         else:
-            raise ValueError(
+            raise BuildOptionError(
                 f"profile for input '{name}': expected per-dim ranges (a list, or a dict of "
                 f"axis -> range) or {{'min': ..., 'opt': ..., 'max': ...}}, got {spec!r}"
             )
@@ -182,13 +188,13 @@ def normalize_profiles(net: Any, profiles: Any) -> list[Profile]:
     elif not isinstance(profiles, (list, tuple)) or not all(
         isinstance(p, Mapping) for p in profiles
     ):
-        raise ValueError(
+        raise BuildOptionError(
             "profiles must be a mapping {input name: ranges} or a list of such mappings, "
             f"got {profiles!r}"
         )
     if dynamic and not profiles:
         shown = ", ".join(f"'{n}' {t}" for n, t in dynamic.items())
-        raise ValueError(
+        raise BuildOptionError(
             f"network '{net.name}' has inputs with dynamic dims ({shown}): pass "
             f"profiles={{name: ranges}}, e.g. profiles={{'{next(iter(dynamic))}': "
             f"{[(1, 64) if d is None else d for d in next(iter(dynamic.values())).shape]}}}"
@@ -197,12 +203,12 @@ def normalize_profiles(net: Any, profiles: Any) -> list[Profile]:
     for k, prof in enumerate(profiles):
         unknown = sorted(set(prof) - set(net.inputs))
         if unknown:
-            raise ValueError(
+            raise BuildOptionError(
                 f"profile {k} names unknown input(s) {unknown}; inputs: {sorted(net.inputs)}"
             )
         missing = sorted(set(dynamic) - set(prof))
         if missing:
-            raise ValueError(f"profile {k} gives no range for dynamic input(s) {missing}")
+            raise BuildOptionError(f"profile {k} gives no range for dynamic input(s) {missing}")
         norm: Profile = {}
         for name in net.inputs:  # input order, so the key does not depend on dict order
             if name in prof:
@@ -223,7 +229,9 @@ def validate_options(
 ) -> BuildOptions:
     """Check build options without TensorRT; ValueError/TypeError naming the bad one."""
     if workspace is not None and (not _is_int(workspace) or workspace <= 0):
-        raise ValueError(f"workspace must be a positive number of bytes or None, got {workspace!r}")
+        raise BuildOptionError(
+            f"workspace must be a positive number of bytes or None, got {workspace!r}"
+        )
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False, got {progress!r}")
     return BuildOptions(

@@ -20,6 +20,11 @@ class LoweringError(TrtDslError, ValueError):
     """A layer could not be lowered to TensorRT network calls (names the DSL layer)."""
 
 
+class BuildOptionError(TrtDslError, ValueError):
+    """Bad build options: workspace, timing cache path, or optimization profiles (e.g. a dynamic
+    input with no range)."""
+
+
 class BuildError(ExecutionError):
     """TensorRT failed to build an engine; the message carries TensorRT's error log."""
 
