@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def _doc(obj: object) -> str:
 
 def _sig(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))
+        text = str(inspect.signature(obj))
     except (TypeError, ValueError):
         return "(...)"
+    # a module default shows its install path, which differs between machines: keep its name
+    return re.sub(r"<module '([\w.]+)' from '[^']*'>", r"\1", text)
 
 
 def _public(mod: object) -> list[tuple[str, object]]:
