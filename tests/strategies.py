@@ -152,3 +152,19 @@ def assert_equal(actual, expected, dtype: str) -> None:
 
 
 erf64 = np.vectorize(math.erf, otypes=[np.float64])
+
+
+# -- parallel blocks (tests/test_parallel_linear.py, tests/test_parallel_mlp_attention.py) ----
+PARALLEL_SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+#: Block outputs vs float64 on one rank (every layer rounds to the 16-bit type; values O(1)).
+PARALLEL_TOL = {
+    "float32": {"rtol": 1e-4, "atol": 1e-4},
+    "float16": {"rtol": 2e-2, "atol": 2e-2},
+    "bfloat16": {"rtol": 6e-2, "atol": 6e-2},
+}
+PARALLEL_DTYPES = st.sampled_from(["float32", "float16", "bfloat16"])

@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import PARALLEL_DTYPES, PARALLEL_SETTINGS, PARALLEL_TOL
 
 import trtdsl as td
 from trtdsl import parallel as P
 
-SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-TOL = {
-    "float32": {"rtol": 1e-4, "atol": 1e-4},
-    "float16": {"rtol": 2e-2, "atol": 2e-2},
-    "bfloat16": {"rtol": 6e-2, "atol": 6e-2},
-}
-DTYPES = st.sampled_from(["float32", "float16", "bfloat16"])
+SETTINGS, TOL, DTYPES = PARALLEL_SETTINGS, PARALLEL_TOL, PARALLEL_DTYPES
 RANKS = st.integers(1, 4)
 
 
