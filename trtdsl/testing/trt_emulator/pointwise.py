@@ -85,7 +85,7 @@ def elementwise(v: LayerView, ins: list[np.ndarray], ev: Any) -> list[np.ndarray
             out = fn(a.astype(ct), b.astype(ct), kind(a) == "int")
         except ZeroDivisionError as e:
             raise v.fail(str(e)) from None
-    return [np.asarray(out, BOOL_TYPE if to_bool else a.dtype)]
+        return [np.asarray(out, BOOL_TYPE if to_bool else a.dtype)]  # overflow -> inf
 
 
 _FLOAT_ONLY = ("float",)
