@@ -62,7 +62,7 @@ def main() -> int:
     else:
         import cupy as cp
 
-        from trtdsl.backends.cupy_backend import NcclWorld
+        from trtdsl.backends.cupy import NcclWorld
 
         world = NcclWorld()
         backend, xp = "cupy", cp

@@ -43,7 +43,7 @@ def gelu(x: np.ndarray) -> np.ndarray:
 def main() -> int:
     on_cpu = "--cpu" in sys.argv
     if not on_cpu:
-        from trtdsl.backends.cupy_backend import NcclWorld
+        from trtdsl.backends.cupy import NcclWorld
     gpu = td.MPIWorld() if on_cpu else NcclWorld()
     cpu = td.MPIWorld(gpu.comm)
     first = "numpy" if on_cpu else "cupy"

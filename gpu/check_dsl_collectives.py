@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import trtdsl as td
-from trtdsl.backends.cupy_backend import NcclWorld
+from trtdsl.backends.cupy import NcclWorld
 
 DTYPES = ("float32", "float16", "int32", "int64")
 REDUCES = ("sum", "prod", "max", "min", "avg")

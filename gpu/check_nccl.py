@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check trtdsl.nccl on real GPUs: every collective against a NumPy reference, plus bandwidth.
+"""Check trtdsl.backends.nccl on GPUs: every collective against a NumPy reference, bandwidth.
 
 Run one process a GPU, from the repository root::
 
@@ -35,7 +35,7 @@ import ml_dtypes
 import numpy as np
 from mpi4py import MPI
 
-from trtdsl import nccl
+from trtdsl.backends import nccl
 
 SEED = 20251123
 DTYPES: dict[str, Any] = {

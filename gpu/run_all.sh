@@ -29,7 +29,7 @@ step() {  # step NAME TIMEOUT CMD...
 
 date -u | tee "$OUT/env.txt"
 nvidia-smi -L | tee -a "$OUT/env.txt"
-"$PY" -c "import cupy, mpi4py, numpy, trtdsl.nccl as n; print('cupy', cupy.__version__, \
+"$PY" -c "import cupy, mpi4py, numpy, trtdsl.backends.nccl as n; print('cupy', cupy.__version__, \
 'mpi4py', mpi4py.__version__, 'numpy', numpy.__version__, 'nccl', n.nccl_version())" \
     | tee -a "$OUT/env.txt"
 

@@ -66,7 +66,7 @@ def launch(args: argparse.Namespace, per_rank: Callable[[td.World], Any]) -> lis
 
             rank = MPI.COMM_WORLD.Get_rank()
             if args.backend == "cupy":
-                from trtdsl.backends.cupy_backend import NcclWorld
+                from trtdsl.backends.cupy import NcclWorld
 
                 try:
                     world: td.World = NcclWorld()  # selects GPU rank % device_count

@@ -74,11 +74,11 @@ def test_helpers_and_functional_agree():
     for a, b in [
         (x.all_reduce("min"), F.all_reduce(x, "min")),
         (x.broadcast(1), F.broadcast(x, 1)),
-        (x.reduce("prod", 1), F.reduce(x, "prod", 1)),
+        (x.reduce_to("prod", 1), F.reduce_to(x, "prod", 1)),
         (x.all_gather(), F.all_gather(x)),
         (x.reduce_scatter("max"), F.reduce_scatter(x, "max")),
         (x.all_to_all(), F.all_to_all(x)),
-        (x.gather_to(1), F.gather_collective(x, 1)),
+        (x.gather_to(1), F.gather_to(x, 1)),
         (x.scatter(1), F.scatter(x, 1)),
     ]:
         assert COLLECTIVE.fingerprint(a.producer) == COLLECTIVE.fingerprint(b.producer)
@@ -95,7 +95,7 @@ def test_gather_is_still_the_indexing_op():
 def test_describe_and_summary():
     net = net_of(4)
     x = net.input("x", (8,))
-    net.output(x.reduce("sum", root=1, groups=[[0, 1], [2, 3]]), "y")
+    net.output(x.reduce_to("sum", root=1, groups=[[0, 1], [2, 3]]), "y")
     assert net.layers[-1].op.describe(net.layers[-1]) == "reduce(sum, root=1, group=[0, 1])"
     assert "reduce(sum, root=1" in net.summary(print_it=False)
 
@@ -268,7 +268,7 @@ def test_undefined_outputs_are_poisoned(dtype, poison):
     def per_rank(world):
         net = td.Network("n", world=world)
         x = net.input("x", (2,), dtype)
-        net.output(x.reduce("sum", root=1), "r")
+        net.output(x.reduce_to("sum", root=1), "r")
         net.output(x.gather_to(2), "g")
         out = net.run({"x": np.full(2, world.rank + 1, dtype)})
         return out["r"], out["g"]
@@ -289,7 +289,7 @@ def test_world_of_one_is_the_identity():
     def per_rank(world):
         net = td.Network("n", world=world)
         x = net.input("x", (4,))
-        ys = [x.all_reduce("avg"), x.broadcast(), x.reduce("prod"), x.all_gather()]
+        ys = [x.all_reduce("avg"), x.broadcast(), x.reduce_to("prod"), x.all_gather()]
         ys += [x.reduce_scatter("max"), x.all_to_all(), x.gather_to(), x.scatter()]
         for i, y in enumerate(ys):
             net.output(y, f"y{i}")
@@ -311,7 +311,7 @@ def test_float16_reduces_in_float32():
 
 def test_fingerprint():
     net = net_of(4, rank=1)
-    y = net.input("x", (8, 2), "float16").reduce("min", 1, groups=[[1, 0], [2, 3]])
+    y = net.input("x", (8, 2), "float16").reduce_to("min", 1, groups=[[1, 0], [2, 3]])
     assert COLLECTIVE.fingerprint(y.producer) == (
         "reduce",
         "min",

@@ -173,7 +173,7 @@ def add_collective(x: td.Tensor, case: dict) -> td.Tensor:
     if op == "broadcast":
         return x.broadcast(root, groups=groups)
     if op == "reduce":
-        return x.reduce(how, root, groups=groups)
+        return x.reduce_to(how, root, groups=groups)
     if op == "all_gather":
         return x.all_gather(groups=groups)
     if op == "reduce_scatter":
@@ -181,7 +181,7 @@ def add_collective(x: td.Tensor, case: dict) -> td.Tensor:
     if op == "all_to_all":
         return x.all_to_all(groups=groups)
     if op == "gather":
-        return td.functional.gather_collective(x, root, groups=groups)
+        return td.functional.gather_to(x, root, groups=groups)
     return x.scatter(root, groups=groups)
 
 

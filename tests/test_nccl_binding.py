@@ -1,4 +1,4 @@
-"""CPU-side tests of the ctypes NCCL binding (trtdsl.nccl); the GPU check is gpu/check_nccl.py."""
+"""CPU-side tests of the ctypes NCCL binding (trtdsl.backends.nccl); GPU: gpu/check_nccl.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from trtdsl import dtypes as tdt
-from trtdsl import nccl
+from trtdsl.backends import nccl
+from trtdsl.backends.nccl import communicator, library
 
 
 def _lib_or_skip() -> ctypes.CDLL:
@@ -74,7 +75,7 @@ def test_unsupported_op_is_a_clear_error(bad):
     "dtype, size", [(ml_dtypes.bfloat16, 2), (np.float16, 2), (np.int8, 1), (np.uint64, 8)]
 )
 def test_itemsize_used_for_send_recv_offsets(dtype, size):
-    assert nccl._itemsize(dtype) == size == np.dtype(dtype).itemsize
+    assert library._itemsize(dtype) == size == np.dtype(dtype).itemsize
 
 
 # --- UniqueId ------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_real_library_version_and_unique_id():
 def test_real_library_error_text():
     lib = _lib_or_skip()
     with pytest.raises(nccl.NcclError, match=r"ncclFoo failed with ncclInvalidArgument \(4\)"):
-        nccl._check(lib, "ncclFoo", 4)
+        library._check(lib, "ncclFoo", 4)
 
 
 # --- call plumbing, against a recording stand-in for the library ---------------------------
@@ -163,13 +164,14 @@ class FakeLib:
         return fn
 
 
-BASE = {n for n, (_, _, required) in nccl._SIGNATURES.items() if required}
+BASE = {n for n, (_, _, required) in library._SIGNATURES.items() if required}
 COMM = 0xC0FFEE
 
 
 def _comm(monkeypatch, exports=BASE, rank=0, size=3) -> tuple[nccl.Communicator, FakeLib]:
     lib = FakeLib(set(exports) | {"ncclCommFinalize", "ncclGetLastError"})
-    monkeypatch.setattr(nccl, "load_nccl", lambda: lib)
+    for module in (library, communicator):  # group() loads it from library
+        monkeypatch.setattr(module, "load_nccl", lambda: lib)
     comm = object.__new__(nccl.Communicator)
     comm._lib, comm._comm, comm._rank, comm._size = lib, COMM, rank, size
     return comm, lib
@@ -207,7 +209,7 @@ def test_native_all_to_all_used_when_exported(monkeypatch):
     comm, lib = _comm(monkeypatch, exports=BASE | {"ncclAlltoAll"})
     comm.all_to_all(0x1000, 0x9000, 4, np.float16)
     assert lib.calls == [("ncclAlltoAll", 0x1000, 0x9000, 4, 6, COMM, None)]
-    monkeypatch.setattr(nccl, "nccl_version", lambda: (2, 27, 0))
+    monkeypatch.setattr(communicator, "nccl_version", lambda: (2, 27, 0))
     with pytest.raises(nccl.NcclError, match=r"ncclGather is not exported by this NCCL \(\(2, 27"):
         comm.gather(0x1000, 0x9000, 4, np.float16, native=True)
 

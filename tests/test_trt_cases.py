@@ -18,6 +18,8 @@ import trtdsl as td
 from trtdsl import functional as F
 from trtdsl.ops import ACTIVATIONS, BINARY_OPS, REDUCE_KINDS, UNARY_OPS
 from trtdsl.ops.collective import COLLECTIVE_OPS, REDUCE_OPS, REDUCING, ROOTED
+from trtdsl.ops.elementwise import _binary
+from trtdsl.ops.linalg import _reduce
 
 DTYPES = ("float32", "float16", "bfloat16", "int8", "int32", "int64", "bool")
 
@@ -64,7 +66,7 @@ def _binary_case(kind: str, dtype: str) -> Callable[..., Any]:
         net = td.Network(f"ew_{kind}_{dtype}")
         a = net.input("a", (2, 3), dtype)
         b = net.input("b", (3,), dtype)  # rank 2 and rank 1: broadcast via expand_rank
-        net.output(F._binary(kind, a, b, None), "y")
+        net.output(_binary(kind, a, b, None), "y")
         lo, hi = (0.5, 2.0) if kind in ("pow", "div", "floor_div") else (-3.0, 3.0)
         if dtype != "float32" and kind in ("div", "floor_div"):
             lo, hi = 1, 4
@@ -175,7 +177,7 @@ def _reduce_case(kind: str, keepdims: bool, axes: Any):
     def make(rng: np.random.Generator):
         net = td.Network(f"reduce_{kind}")
         x = net.input("x", (2, 3, 4))
-        net.output(F._reduce(kind, x, axes, keepdims, None), "y")
+        net.output(_reduce(kind, x, axes, keepdims, None), "y")
         return net, {"x": rand(rng, (2, 3, 4), lo=0.5, hi=1.5)}
 
     return make

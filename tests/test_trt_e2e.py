@@ -20,8 +20,8 @@ import pytest
 from test_trt_cases import CASES, Case
 
 from trtdsl.backends.tensorrt import build_engine
-from trtdsl.backends.tensorrt.build import import_tensorrt
 from trtdsl.backends.tensorrt.errors import CudaError, TensorRTUnavailableError
+from trtdsl.backends.tensorrt.module import import_tensorrt
 
 pytestmark = pytest.mark.tensorrt
 
@@ -33,7 +33,7 @@ def _unavailable() -> str | None:
         import_tensorrt()
     except TensorRTUnavailableError as e:
         return f"TensorRT 11 is not available: {e}"
-    from trtdsl import runtime
+    from trtdsl.backends.tensorrt import runtime
 
     try:
         n = runtime.device_count()
@@ -71,7 +71,7 @@ def test_case_matches_numpy(case: Case, tmp_path: Path) -> None:
 
 
 def test_profiles_engine_cache_and_timing_cache(tmp_path: Path) -> None:
-    from trtdsl.runtime import Engine
+    from trtdsl.backends.tensorrt.runtime import Engine
 
     case = next(c for c in CASES if c.name == "rms_norm")  # input (None, 8)
     net, _ = case.make(np.random.default_rng(2))
@@ -136,7 +136,7 @@ MPI_SCRIPT = textwrap.dedent(
 
 
 def test_collectives_under_mpiexec(tmp_path: Path) -> None:
-    from trtdsl import runtime
+    from trtdsl.backends.tensorrt import runtime
 
     mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
     if mpiexec is None:

@@ -360,7 +360,7 @@ def test_all_eight_collectives_with_num_ranks_four(trt) -> None:
     outs = [
         x.all_reduce("sum"),
         x.broadcast(0),
-        x.reduce("max", root=2),
+        x.reduce_to("max", root=2),
         x.all_gather(),
         x.reduce_scatter("avg"),
         x.all_to_all(),
@@ -652,7 +652,7 @@ def test_build_and_run_say_tensorrt_is_unavailable() -> None:
 
 
 def test_runtime_imports_without_cuda_or_tensorrt() -> None:
-    import trtdsl.runtime as runtime
+    import trtdsl.backends.tensorrt.runtime as runtime
 
     assert hasattr(runtime, "Engine")
     if importlib.util.find_spec("cuda") is None:
@@ -698,7 +698,7 @@ def test_multi_rank_collectives_need_mpi(fake_tensorrt_installed):
 
 
 def test_engine_uses_the_runtime_api_of_the_manifest(trt):
-    from trtdsl.runtime import Engine
+    from trtdsl.backends.tensorrt.runtime import Engine
 
     with pytest.raises(FakeTensorRTLimitation, match="deserialize_cuda_engine"):
         Engine(b"not a real plan", trt=trt)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import trtdsl as td
-from trtdsl.world import first_mismatch
+from trtdsl.worlds import first_mismatch
 
 ALL4 = ((0, 1, 2, 3),)
 PAIRS = ((0, 1), (2, 3))

@@ -19,14 +19,14 @@ MODULES = [
     "trtdsl.functional",
     "trtdsl.dtypes",
     "trtdsl.errors",
-    "trtdsl.world",
+    "trtdsl.worlds",
     "trtdsl.ops.collective",
     "trtdsl.parallel",
-    "trtdsl.backends.numpy_backend",
-    "trtdsl.backends.cupy_backend",
+    "trtdsl.backends.numpy",
+    "trtdsl.backends.cupy",
     "trtdsl.backends.tensorrt",
-    "trtdsl.runtime",
-    "trtdsl.nccl",
+    "trtdsl.backends.tensorrt.runtime",
+    "trtdsl.backends.nccl",
 ]
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -60,6 +60,35 @@ def _public(mod: object) -> list[tuple[str, object]]:
     return sorted(out, key=lambda kv: kv[0].lower())
 
 
+def _ops_section() -> list[str]:
+    """The builders, by section, from their declarations (trtdsl.ops.api.REGISTRY)."""
+    from trtdsl.ops.api import by_section
+
+    lines: list[str] = []
+    for section, ops in by_section().items():
+        if not ops:
+            continue
+        lines += [f"### {section}", ""]
+        for op in sorted(ops, key=lambda o: o.name):
+            names = ", ".join(f"`F.{n}`" for n in (op.name, *op.aliases))
+            methods = (
+                ""
+                if op.method is None
+                else ", ".join(f"`Tensor.{m}`" for m in (op.method, *op.aliases))
+            )
+            lines += [
+                f"#### `{op.name}{_sig(op.function)}`",
+                "",
+                f"{names}"
+                + (f"; method {methods}" if methods else "")
+                + f" (declared in `{op.function.__module__}`)",
+                "",
+                _doc(op.function) or "(no docstring)",
+                "",
+            ]
+    return lines
+
+
 def render() -> str:
     lines = [
         "# API reference",
@@ -74,6 +103,9 @@ def render() -> str:
             lines += [f"## `{modname}`", "", f"(not importable here: {e})", ""]
             continue
         lines += [f"## `{modname}`", "", _doc(mod), ""]
+        if modname == "trtdsl.functional":
+            lines += _ops_section()
+            continue
         for name, obj in _public(mod):
             kind = "class" if inspect.isclass(obj) else "def"
             lines += [f"### `{kind} {name}{_sig(obj)}`", "", _doc(obj) or "(no docstring)", ""]

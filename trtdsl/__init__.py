@@ -22,7 +22,7 @@ from .functional import concat, select, where
 from .network import Network
 from .ops.collective import COLLECTIVE_OPS, REDUCE_OPS
 from .tensor import Tensor
-from .world import InProcessWorld, MPIWorld, StaticWorld, World
+from .worlds import InProcessWorld, MPIWorld, StaticWorld, World
 
 __version__ = "0.1.0"
 

@@ -6,15 +6,12 @@ its input tensors, its attributes, its inferred output types and the user's sour
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .dtypes import DType
 from .errors import DefinitionError, SourceLocation
-
-if TYPE_CHECKING:
-    from .ops.base import OpDef
-    from .tensor import Tensor
 
 Dim = "int | None"
 Shape = tuple  # tuple[int | None, ...]; None is a dynamic dimension
@@ -53,17 +50,89 @@ class TensorType:
         return f"{format_shape(self.shape)} {self.dtype}"
 
 
+class RankInfo(Protocol):
+    """Who this rank is (:class:`trtdsl.worlds.World` and its subclasses have it)."""
+
+    size: int
+    rank: int
+
+
+class OpLike(Protocol):
+    """What a layer needs of its op (:class:`trtdsl.ops.base.OpDef` is the implementation)."""
+
+    name: str
+    is_collective: bool
+
+    def infer(self, layer: Layer) -> list[TensorType]: ...
+
+    def describe(self, layer: Layer) -> str: ...
+
+
+class Graph(Protocol):
+    """What an op's builder needs of the network it records into (:class:`trtdsl.Network`)."""
+
+    name: str
+
+    @property
+    def world_size(self) -> int | None: ...
+
+    @property
+    def rank(self) -> int | None: ...
+
+    def add_layer(
+        self,
+        op: OpLike,
+        inputs: Sequence[Value],
+        attrs: dict[str, Any] | None = None,
+        name: str | None = None,
+        base: str | None = None,
+    ) -> list[Any]: ...
+
+    def constant(self, value: Any, *, dtype: Any = None, name: str | None = None) -> Any: ...
+
+
+class Value:
+    """Output ``index`` of layer ``producer`` in ``network``, of type ``type``.
+
+    :class:`trtdsl.Tensor` is the public subclass (operators and one method per op); ops and
+    backends only need what is here.
+    """
+
+    def __init__(
+        self, network: Graph, producer: Layer, index: int, type: TensorType, name: str
+    ) -> None:
+        self.network = network
+        self.producer = producer
+        self.index = index
+        self.type = type
+        self.name = name
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.type.rank
+
+    rank = ndim
+
+
 @dataclass(eq=False)
 class Layer:
     """One recorded layer. ``op`` knows its shape rule, NumPy reference and TensorRT lowering."""
 
     name: str
-    op: OpDef
-    inputs: tuple[Tensor, ...]
+    op: OpLike
+    inputs: tuple[Value, ...]
     attrs: dict[str, Any]
     where: SourceLocation
     index: int
-    outputs: list[Tensor] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
 
     @property
     def input_types(self) -> list[TensorType]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,17 +20,31 @@ import numpy as np
 
 from . import dtypes
 from .errors import DefinitionError, SourceLocation, user_location
-from .ir import Layer, TensorType, format_shape
+from .ir import Layer, RankInfo, TensorType, format_shape
 from .ops import CONSTANT, INPUT
 from .ops.base import OpDef
 from .tensor import Tensor
-from .world import World
+
+#: Backends by name. They sit above this module (they import the IR, never the Network), so
+#: they are looked up by name when a network runs rather than imported here.
+BACKEND_MODULES = {
+    "numpy": "trtdsl.backends.numpy",
+    "cupy": "trtdsl.backends.cupy",
+    "tensorrt": "trtdsl.backends.tensorrt",
+}
+
+
+def backend_module(name: str) -> Any:
+    """The backend module called ``name`` (it has ``run(network, feeds, **options)``)."""
+    if name not in BACKEND_MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
+    return importlib.import_module(BACKEND_MODULES[name])
 
 
 class Network:
     """A network definition: inputs, layers and outputs, for one rank of a ``world``."""
 
-    def __init__(self, name: str = "network", *, world: World | None = None) -> None:
+    def __init__(self, name: str = "network", *, world: RankInfo | None = None) -> None:
         self.name = name
         self.world = world
         self.layers: list[Layer] = []
@@ -231,15 +246,11 @@ class Network:
         ``backend``: "numpy" (reference, CPU), "cupy" (GPU, NCCL collectives) or "tensorrt".
         With a world of several ranks this is a collective call: every rank must call it.
         """
-        from .backends import get_backend
-
-        return get_backend(backend).run(self, feeds, **options)
+        return backend_module(backend).run(self, feeds, **options)
 
     def build(self, **options: Any) -> bytes:
         """Build a serialized TensorRT engine for this rank (needs TensorRT 11)."""
-        from .backends.tensorrt import build_engine
-
-        return build_engine(self, **options)
+        return backend_module("tensorrt").build_engine(self, **options)
 
     # -- inspection --------------------------------------------------------------------------
     def summary(self, file: Any = None, print_it: bool = True) -> str:

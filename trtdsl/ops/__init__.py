@@ -1,22 +1,14 @@
-"""Op definitions. Each op declares its shape rule, NumPy reference and TensorRT lowering."""
+"""Op declarations: each module declares its ops once - the OpDef (shape rule, NumPy
+reference, TensorRT lowering) and the public builder functions (``@public``), from which
+:mod:`trtdsl.functional`, the :class:`~trtdsl.Tensor` methods and ``docs/api.md`` come."""
 
+from .api import REGISTRY, PublicOp, public
 from .base import OpDef
 from .collective import COLLECTIVE, COLLECTIVE_OPS, REDUCE_OPS
 from .elementwise import ACTIVATION, ACTIVATIONS, BINARY_OPS, ELEMENTWISE, UNARY, UNARY_OPS
+from .indexing import CONCAT, GATHER, SELECT, SLICE, SPLIT
 from .linalg import MATMUL, NORMALIZATION, REDUCE, REDUCE_KINDS, SOFTMAX
-from .shape_ops import (
-    CAST,
-    CONCAT,
-    CONSTANT,
-    GATHER,
-    IDENTITY,
-    INPUT,
-    RESHAPE,
-    SELECT,
-    SLICE,
-    SPLIT,
-    TRANSPOSE,
-)
+from .shape_ops import CAST, CONSTANT, IDENTITY, INPUT, RESHAPE, TRANSPOSE
 
 ALL_OPS: tuple[OpDef, ...] = (
     INPUT,
@@ -42,6 +34,9 @@ ALL_OPS: tuple[OpDef, ...] = (
 
 __all__ = [
     "OpDef",
+    "REGISTRY",
+    "PublicOp",
+    "public",
     "ALL_OPS",
     "COLLECTIVE_OPS",
     "REDUCE_OPS",

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
-from ..ir import Layer, TensorType
+from ..ir import Layer, TensorType, Value
+from .api import public
 from .base import OpDef
+from .building import network_of
 
 COLLECTIVE_OPS: tuple[str, ...] = (
     "all_reduce",
@@ -304,3 +306,84 @@ class Collective(OpDef):
 
 
 COLLECTIVE = Collective()
+
+
+# -- builders ------------------------------------------------------------------------------
+@public("collectives")
+def collective(
+    x: Value,
+    op: str,
+    reduce: str | None = None,
+    root: int | None = None,
+    groups: Any = None,
+    name: str | None = None,
+) -> Value:
+    """TensorRT 11's IDistCollectiveLayer: ``op`` one of all_reduce, broadcast, reduce,
+    all_gather, reduce_scatter, all_to_all, gather, scatter; ``reduce`` one of sum, prod, max,
+    min, avg (reducing ops only); ``root`` an index into the group (rooted ops); ``groups``
+    None (all ranks) or a partition such as ``[[0, 1], [2, 3]]``.
+
+    >>> y = x.collective("reduce_scatter", reduce="sum")      # doctest: +SKIP
+    """
+    net = network_of(x)
+    attrs = {
+        "op": op,
+        "reduce": reduce,
+        "root": root,
+        "groups": groups,
+        "world_size": net.world_size,
+        "rank": net.rank,
+    }
+    return net.add_layer(COLLECTIVE, (x,), attrs, name=name, base=str(op))[0]
+
+
+@public("collectives")
+def all_reduce(x: Value, reduce: str = "sum", groups: Any = None, name: str | None = None) -> Value:
+    """Reduce over ranks; every rank gets the result."""
+    return collective(x, "all_reduce", reduce=reduce, groups=groups, name=name)
+
+
+@public("collectives")
+def broadcast(x: Value, root: int = 0, groups: Any = None, name: str | None = None) -> Value:
+    """Every rank gets the root's input."""
+    return collective(x, "broadcast", root=root, groups=groups, name=name)
+
+
+@public("collectives")
+def reduce_to(
+    x: Value, reduce: str = "sum", root: int = 0, groups: Any = None, name: str | None = None
+) -> Value:
+    """The REDUCE collective: reduce over ranks to the root (other ranks' output is undefined)."""
+    return collective(x, "reduce", reduce=reduce, root=root, groups=groups, name=name)
+
+
+@public("collectives")
+def all_gather(x: Value, groups: Any = None, name: str | None = None) -> Value:
+    """Concatenate every rank's input along axis 0, on every rank."""
+    return collective(x, "all_gather", groups=groups, name=name)
+
+
+@public("collectives")
+def reduce_scatter(
+    x: Value, reduce: str = "sum", groups: Any = None, name: str | None = None
+) -> Value:
+    """Reduce over ranks, then rank i keeps chunk i of axis 0."""
+    return collective(x, "reduce_scatter", reduce=reduce, groups=groups, name=name)
+
+
+@public("collectives")
+def all_to_all(x: Value, groups: Any = None, name: str | None = None) -> Value:
+    """Chunk j of axis 0 goes to rank j; chunks received are concatenated in rank order."""
+    return collective(x, "all_to_all", groups=groups, name=name)
+
+
+@public("collectives")
+def gather_to(x: Value, root: int = 0, groups: Any = None, name: str | None = None) -> Value:
+    """The GATHER collective: like all_gather, but only the root's output is defined."""
+    return collective(x, "gather", root=root, groups=groups, name=name)
+
+
+@public("collectives")
+def scatter(x: Value, root: int = 0, groups: Any = None, name: str | None = None) -> Value:
+    """Rank i gets chunk i of axis 0 of the root's input."""
+    return collective(x, "scatter", root=root, groups=groups, name=name)

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
-from ..ir import Layer, TensorType
+from ..ir import Layer, TensorType, Value
+from .api import public
 from .base import OpDef
+from .building import TensorLike, fail, network_of, record1
 from .shapes import broadcast_shapes
 
 
@@ -207,3 +209,228 @@ ACTIVATION = Activation()
 def erf_numpy(x: np.ndarray) -> np.ndarray:
     """Exact (float64) erf for the NumPy reference, which has no erf of its own."""
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype, copy=False)
+
+
+# -- builders ------------------------------------------------------------------------------
+def _binary(kind: str, a: TensorLike, b: TensorLike, name: str | None) -> Value:
+    return record1(ELEMENTWISE, (a, b), {"kind": kind}, name=name, base=kind)
+
+
+def _unary(op: OpDef, kind: str, x: Value, name: str | None) -> Value:
+    network_of(x, op=kind, name=name)  # a Tensor, not a scalar
+    return record1(op, (x,), {"kind": kind}, name=name, base=kind)
+
+
+@public("elementwise", method=None)
+def add(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a + b`` with broadcasting. ``F.add(x, 1.0)``"""
+    return _binary("add", a, b, name)
+
+
+@public("elementwise", method=None)
+def sub(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a - b``."""
+    return _binary("sub", a, b, name)
+
+
+@public("elementwise", method=None)
+def mul(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a * b``."""
+    return _binary("mul", a, b, name)
+
+
+@public("elementwise", method=None)
+def div(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a / b`` (ints: rounds toward zero)."""
+    return _binary("div", a, b, name)
+
+
+@public("elementwise", method=None)
+def floor_div(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a // b`` (rounds toward minus infinity)."""
+    return _binary("floor_div", a, b, name)
+
+
+@public("elementwise", method=None)
+def pow(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:  # noqa: A001
+    """``a ** b`` (floats)."""
+    return _binary("pow", a, b, name)
+
+
+@public("elementwise", method=None)
+def minimum(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """Elementwise minimum."""
+    return _binary("min", a, b, name)
+
+
+@public("elementwise", method=None)
+def maximum(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """Elementwise maximum."""
+    return _binary("max", a, b, name)
+
+
+@public("elementwise", method=None)
+def equal(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a == b`` as bool."""
+    return _binary("equal", a, b, name)
+
+
+@public("elementwise", method=None)
+def less(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a < b`` as bool."""
+    return _binary("less", a, b, name)
+
+
+@public("elementwise", method=None)
+def greater(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a > b`` as bool."""
+    return _binary("greater", a, b, name)
+
+
+@public("elementwise", method=None)
+def less_equal(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a <= b`` as bool (two layers: not greater)."""
+    return logical_not(greater(a, b), name=name)
+
+
+@public("elementwise", method=None)
+def greater_equal(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a >= b`` as bool (two layers: not less)."""
+    return logical_not(less(a, b), name=name)
+
+
+@public("elementwise", method=None)
+def not_equal(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """``a != b`` as bool (two layers: not equal)."""
+    return logical_not(equal(a, b), name=name)
+
+
+@public("elementwise", method=None)
+def logical_and(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """Bool ``a and b``."""
+    return _binary("and", a, b, name)
+
+
+@public("elementwise", method=None)
+def logical_or(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """Bool ``a or b``."""
+    return _binary("or", a, b, name)
+
+
+@public("elementwise", method=None)
+def logical_xor(a: TensorLike, b: TensorLike, name: str | None = None) -> Value:
+    """Bool ``a xor b``."""
+    return _binary("xor", a, b, name)
+
+
+@public("unary", method=None)
+def logical_not(x: Value, name: str | None = None) -> Value:
+    """Bool not."""
+    return _unary(UNARY, "not", x, name)
+
+
+@public("unary")
+def exp(x: Value, name: str | None = None) -> Value:
+    """``e ** x``."""
+    return _unary(UNARY, "exp", x, name)
+
+
+@public("unary")
+def log(x: Value, name: str | None = None) -> Value:
+    """Natural logarithm."""
+    return _unary(UNARY, "log", x, name)
+
+
+@public("unary")
+def sqrt(x: Value, name: str | None = None) -> Value:
+    """Square root."""
+    return _unary(UNARY, "sqrt", x, name)
+
+
+@public("unary")
+def recip(x: Value, name: str | None = None) -> Value:
+    """``1 / x``."""
+    return _unary(UNARY, "recip", x, name)
+
+
+@public("unary")
+def abs(x: Value, name: str | None = None) -> Value:  # noqa: A001
+    """Absolute value."""
+    return _unary(UNARY, "abs", x, name)
+
+
+@public("unary")
+def neg(x: Value, name: str | None = None) -> Value:
+    """``-x``."""
+    return _unary(UNARY, "neg", x, name)
+
+
+@public("unary")
+def tanh(x: Value, name: str | None = None) -> Value:
+    """Hyperbolic tangent."""
+    return _unary(UNARY, "tanh", x, name)
+
+
+@public("unary")
+def erf(x: Value, name: str | None = None) -> Value:
+    """Error function."""
+    return _unary(UNARY, "erf", x, name)
+
+
+@public("unary")
+def sin(x: Value, name: str | None = None) -> Value:
+    """Sine."""
+    return _unary(UNARY, "sin", x, name)
+
+
+@public("unary")
+def cos(x: Value, name: str | None = None) -> Value:
+    """Cosine."""
+    return _unary(UNARY, "cos", x, name)
+
+
+@public("unary")
+def floor(x: Value, name: str | None = None) -> Value:
+    """Round down."""
+    return _unary(UNARY, "floor", x, name)
+
+
+@public("unary")
+def ceil(x: Value, name: str | None = None) -> Value:
+    """Round up."""
+    return _unary(UNARY, "ceil", x, name)
+
+
+@public("activations")
+def relu(x: Value, name: str | None = None) -> Value:
+    """``max(x, 0)``."""
+    return _unary(ACTIVATION, "relu", x, name)
+
+
+@public("activations")
+def sigmoid(x: Value, name: str | None = None) -> Value:
+    """``1 / (1 + exp(-x))``."""
+    return _unary(ACTIVATION, "sigmoid", x, name)
+
+
+@public("activations")
+def gelu(x: Value, approximate: str = "none", name: str | None = None) -> Value:
+    """GELU; ``approximate="none"`` uses erf, ``"tanh"`` the tanh approximation."""
+    kinds = {"none": "gelu_erf", "erf": "gelu_erf", "tanh": "gelu_tanh"}
+    if approximate not in kinds:
+        raise fail(
+            "gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}", x, name=name
+        )
+    return _unary(ACTIVATION, kinds[approximate], x, name)
+
+
+@public("activations")
+def silu(x: Value, name: str | None = None) -> Value:
+    """``x * sigmoid(x)``."""
+    return _unary(ACTIVATION, "silu", x, name)
+
+
+@public("elementwise")
+def clip(x: Value, low: TensorLike, high: TensorLike, name: str | None = None) -> Value:
+    """``min(max(x, low), high)`` (two layers)."""
+    return minimum(maximum(x, low), high, name=name)

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import dtypes
-from ..ir import Layer, TensorType
+from ..ir import Layer, TensorType, Value
+from .api import public
 from .base import OpDef
+from .building import TensorLike, lift, network_of
 from .shapes import broadcast_dim, normalize_axes, normalize_axis
 
 
@@ -256,3 +258,101 @@ MATMUL = MatMul()
 SOFTMAX = Softmax()
 REDUCE = Reduce()
 NORMALIZATION = Normalization()
+
+
+# -- builders ------------------------------------------------------------------------------
+@public("linear algebra", method=None)
+def matmul(
+    a: TensorLike,
+    b: TensorLike,
+    transpose_a: bool = False,
+    transpose_b: bool = False,
+    name: str | None = None,
+) -> Value:
+    """Matrix product with batch broadcasting. ``F.matmul(q, k, transpose_b=True)``"""
+    net = network_of(a, b, op="matmul", name=name)
+    like = a if isinstance(a, Value) else b
+    x, y = lift(net, a, like, "matmul"), lift(net, b, like, "matmul")
+    attrs = {"transpose_a": bool(transpose_a), "transpose_b": bool(transpose_b)}
+    return net.add_layer(MATMUL, (x, y), attrs, name=name)[0]
+
+
+@public("linear algebra")
+def softmax(x: Value, axis: int = -1, name: str | None = None) -> Value:
+    """Softmax over ``axis``."""
+    return network_of(x, op="softmax", name=name).add_layer(
+        SOFTMAX, (x,), {"axis": axis}, name=name
+    )[0]
+
+
+def _reduce(kind: str, x: Value, axis: Any, keepdims: bool, name: str | None) -> Value:
+    attrs = {"kind": kind, "axes": axis, "keepdims": bool(keepdims)}
+    net = network_of(x, op=f"reduce_{kind}", name=name)
+    return net.add_layer(REDUCE, (x,), attrs, name=name, base=f"reduce_{kind}")[0]
+
+
+@public("linear algebra", method="sum")
+def reduce_sum(
+    x: Value, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Value:
+    """Sum over ``axis`` (int, tuple, or None for all)."""
+    return _reduce("sum", x, axis, keepdims, name)
+
+
+@public("linear algebra", method="mean")
+def reduce_mean(
+    x: Value, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Value:
+    """Mean over ``axis``."""
+    return _reduce("mean", x, axis, keepdims, name)
+
+
+@public("linear algebra", method="max")
+def reduce_max(
+    x: Value, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Value:
+    """Maximum over ``axis``."""
+    return _reduce("max", x, axis, keepdims, name)
+
+
+@public("linear algebra", method="min")
+def reduce_min(
+    x: Value, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Value:
+    """Minimum over ``axis``."""
+    return _reduce("min", x, axis, keepdims, name)
+
+
+@public("linear algebra", method="prod")
+def reduce_prod(
+    x: Value, axis: Any = None, keepdims: bool = False, name: str | None = None
+) -> Value:
+    """Product over ``axis``."""
+    return _reduce("prod", x, axis, keepdims, name)
+
+
+@public("normalization")
+def layer_norm(
+    x: Value,
+    scale: TensorLike,
+    bias: TensorLike,
+    axes: Any = -1,
+    eps: float = 1e-5,
+    name: str | None = None,
+) -> Value:
+    """Layer normalization over trailing ``axes``; scale/bias have the normalized shape."""
+    net = network_of(x, scale, bias, op="layer_norm", name=name)
+    s, b = lift(net, scale, x, "layer_norm"), lift(net, bias, x, "layer_norm")
+    attrs = {"kind": "layer", "axes": axes, "eps": float(eps)}
+    return net.add_layer(NORMALIZATION, (x, s, b), attrs, name=name, base="layer_norm")[0]
+
+
+@public("normalization")
+def rms_norm(
+    x: Value, scale: TensorLike, axes: Any = -1, eps: float = 1e-6, name: str | None = None
+) -> Value:
+    """RMS normalization ``x / sqrt(mean(x**2) + eps) * scale`` over trailing ``axes``."""
+    net = network_of(x, scale, op="rms_norm", name=name)
+    s = lift(net, scale, x, "rms_norm")
+    attrs = {"kind": "rms", "axes": axes, "eps": float(eps)}
+    return net.add_layer(NORMALIZATION, (x, s), attrs, name=name, base="rms_norm")[0]

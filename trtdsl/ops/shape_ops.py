@@ -1,5 +1,5 @@
-"""Data-movement ops: input, constant, identity, cast, reshape, transpose, concat, slice,
-split, gather, select.
+"""Data-movement ops: input, constant, identity, cast, reshape, transpose (and the builders
+expand_dims, squeeze that are reshapes).
 
 >>> import trtdsl as td
 >>> net = td.Network("shapes")
@@ -9,15 +9,18 @@ split, gather, select.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import dtypes
-from ..ir import Layer, TensorType, format_shape
+from ..ir import Layer, TensorType, Value, format_shape
+from .api import public
 from .base import OpDef
-from .shapes import broadcast_shapes, normalize_axis, prod
+from .building import fail, is_int, network_of
+from .shapes import prod
 
 
 class Input(OpDef):
@@ -184,193 +187,114 @@ class Transpose(OpDef):
         return [b.out(sh, layer)]
 
 
-class Concat(OpDef):
-    """Concatenate inputs along ``axis``."""
-
-    name = "concat"
-
-    def infer(self, layer: Layer) -> list[TensorType]:
-        types = layer.input_types
-        if not types:
-            raise layer.fail("concat needs at least one input")
-        first = types[0]
-        if first.rank == 0:
-            raise layer.fail("concat needs inputs of rank >= 1")
-        ax = normalize_axis(layer, layer.attrs["axis"], first.rank)
-        layer.attrs["axis"] = ax
-        total: int | None = 0
-        for t in types:
-            if t.dtype != first.dtype:
-                raise layer.fail(f"dtype clash: {first.dtype} vs {t.dtype}")
-            if t.rank != first.rank:
-                raise layer.fail(
-                    f"rank clash: {format_shape(first.shape)} vs {format_shape(t.shape)}"
-                )
-            for i, (p, q) in enumerate(zip(first.shape, t.shape)):
-                if i != ax and p is not None and q is not None and p != q:
-                    raise layer.fail(f"shapes differ outside axis {ax} (dim {i}: {p} vs {q})")
-            total = None if total is None or t.shape[ax] is None else total + t.shape[ax]
-        shape = list(first.shape)
-        shape[ax] = total
-        return [TensorType(tuple(shape), first.dtype)]
-
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
-        return [ctx.xp.concatenate(inputs, axis=layer.attrs["axis"])]
-
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        cat = b.network.add_concatenation(list(inputs))
-        cat.axis = layer.attrs["axis"]
-        return [b.out(cat, layer)]
-
-
-class Slice(OpDef):
-    """Static strided slice (attrs ``start``, ``size``, ``stride``), TensorRT's ISliceLayer."""
-
-    name = "slice"
-
-    def infer(self, layer: Layer) -> list[TensorType]:
-        x = layer.input_types[0]
-        start, size, stride = (tuple(layer.attrs[k]) for k in ("start", "size", "stride"))
-        if not len(start) == len(size) == len(stride) == x.rank:
-            raise layer.fail(f"start/size/stride need {x.rank} entries each")
-        for i, (s, n, st, d) in enumerate(zip(start, size, stride, x.shape)):
-            if n is None:  # a whole dynamic dimension
-                if d is not None or s != 0 or st != 1:
-                    raise layer.fail(f"dim {i}: size None only takes a whole dynamic dim")
-                continue
-            if s < 0 or n < 0 or st < 1:
-                raise layer.fail(f"dim {i}: need start >= 0, size >= 0, stride >= 1")
-            if d is not None and n > 0 and s + (n - 1) * st >= d:
-                raise layer.fail(f"dim {i}: slice start={s} size={n} stride={st} exceeds {d}")
-        return [TensorType(size, x.dtype)]
-
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
-        start, size, stride = (layer.attrs[k] for k in ("start", "size", "stride"))
-        idx = tuple(
-            slice(None) if n is None else slice(s, s + n * st, st)
-            for s, n, st in zip(start, size, stride)
-        )
-        return [ctx.xp.ascontiguousarray(inputs[0][idx])]
-
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        a = layer.attrs
-        return [b.slice(inputs[0], a["start"], a["size"], a["stride"], layer)]
-
-
-class Split(OpDef):
-    """Split along ``axis`` into pieces of sizes ``sizes`` (one output each)."""
-
-    name = "split"
-
-    def infer(self, layer: Layer) -> list[TensorType]:
-        x = layer.input_types[0]
-        if x.rank == 0:
-            raise layer.fail("split needs an input of rank >= 1")
-        ax = normalize_axis(layer, layer.attrs["axis"], x.rank)
-        layer.attrs["axis"] = ax
-        sizes = layer.attrs["sizes"]
-        d = x.shape[ax]
-        if isinstance(sizes, int):
-            if sizes < 1:
-                raise layer.fail(f"cannot split into {sizes} pieces")
-            if d is None:
-                raise layer.fail(f"cannot split dynamic axis {ax} into equal pieces")
-            if d % sizes:
-                raise layer.fail(f"axis {ax} of size {d} does not split into {sizes} equal pieces")
-            sizes = (d // sizes,) * sizes
-        sizes = tuple(int(s) for s in sizes)
-        if any(s < 0 for s in sizes) or (d is not None and sum(sizes) != d):
-            raise layer.fail(f"split sizes {sizes} do not add up to axis {ax} of size {d}")
-        layer.attrs["sizes"] = sizes
-        out = []
-        for s in sizes:
-            shape = list(x.shape)
-            shape[ax] = s
-            out.append(TensorType(tuple(shape), x.dtype))
-        return out
-
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
-        ax, sizes = layer.attrs["axis"], layer.attrs["sizes"]
-        bounds = np.cumsum((0,) + sizes)
-        x = inputs[0]
-        return [
-            ctx.xp.ascontiguousarray(ctx.xp.take(x, ctx.xp.arange(lo, hi), axis=ax))
-            for lo, hi in zip(bounds[:-1], bounds[1:])
-        ]
-
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        ax, sizes = layer.attrs["axis"], layer.attrs["sizes"]
-        shape = layer.input_types[0].shape
-        outs, lo = [], 0
-        for i, s in enumerate(sizes):
-            start = tuple(lo if j == ax else 0 for j in range(len(shape)))
-            size = tuple(s if j == ax else d for j, d in enumerate(shape))
-            # b.slice: a dynamic (None) dim of the input is taken whole, sized at run time
-            outs.append(b.slice(inputs[0], start, size, (1,) * len(shape), layer, str(i)))
-            lo += s
-        return outs
-
-
-class Gather(OpDef):
-    """Gather slices along ``axis`` at integer indices in [0, size) (TensorRT's default mode)."""
-
-    name = "gather"
-
-    def infer(self, layer: Layer) -> list[TensorType]:
-        x, idx = layer.input_types
-        if idx.dtype not in (dtypes.int32, dtypes.int64):
-            raise layer.fail(f"indices must be int32 or int64, got {idx.dtype}")
-        if x.rank == 0:
-            raise layer.fail("gather needs data of rank >= 1")
-        ax = normalize_axis(layer, layer.attrs["axis"], x.rank)
-        layer.attrs["axis"] = ax
-        return [TensorType(x.shape[:ax] + idx.shape + x.shape[ax + 1 :], x.dtype)]
-
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
-        x, idx = inputs
-        ax = layer.attrs["axis"]
-        n = x.shape[ax]
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
-            raise ctx.error(
-                layer, f"gather index {bad} out of range [0, {n}) on axis {ax} (TensorRT's rule)"
-            )
-        return [ctx.xp.take(x, idx, axis=ax)]
-
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        return [b.out(b.network.add_gather(inputs[0], inputs[1], layer.attrs["axis"]), layer)]
-
-
-class Select(OpDef):
-    """Elementwise ``where(condition, a, b)`` with broadcasting; condition is bool."""
-
-    name = "select"
-
-    def infer(self, layer: Layer) -> list[TensorType]:
-        c, a, b = layer.input_types
-        if c.dtype != dtypes.bool_:
-            raise layer.fail(f"condition must be bool, got {c.dtype}")
-        if a.dtype != b.dtype:
-            raise layer.fail(f"dtype clash: {a.dtype} vs {b.dtype}")
-        return [TensorType(broadcast_shapes(layer, c.shape, a.shape, b.shape), a.dtype)]
-
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
-        return [ctx.xp.where(*inputs).astype(layer.input_types[1].dtype.numpy)]
-
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        rank = layer.outputs[0].type.rank
-        xs = [b.expand_rank(t, ty.rank, rank) for t, ty in zip(inputs, layer.input_types)]
-        return [b.out(b.network.add_select(*xs), layer)]
-
-
 INPUT = Input()
 CONSTANT = Constant()
 IDENTITY = Identity()
 CAST = Cast()
 RESHAPE = Reshape()
 TRANSPOSE = Transpose()
-CONCAT = Concat()
-SLICE = Slice()
-SPLIT = Split()
-GATHER = Gather()
-SELECT = Select()
+
+
+# -- builders ------------------------------------------------------------------------------
+@public("data movement")
+def reshape(x: Value, shape: Sequence[int], name: str | None = None) -> Value:
+    """Reshape; 0 copies the input dim, -1 is inferred. ``F.reshape(x, (0, -1))``"""
+    net = network_of(x, op="reshape", name=name)
+    if is_int(shape):
+        shape = (shape,)
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise fail("reshape", f"dims must be ints, got {shape!r}", x, name=name) from None
+    return net.add_layer(RESHAPE, (x,), {"dims": dims}, name=name)[0]
+
+
+@public("data movement", aliases=("permute",))
+def transpose(x: Value, perm: Sequence[int] | None = None, name: str | None = None) -> Value:
+    """Permute axes (default: reverse them)."""
+    net = network_of(x, op="transpose", name=name)
+    p = None if perm is None else tuple(perm)
+    return net.add_layer(TRANSPOSE, (x,), {"perm": p}, name=name)[0]
+
+
+def regroup(x: Value, keep: Sequence[int | None], name: str | None) -> Value:
+    """Drop size-1 axes of ``x`` and insert new ones: output axis j is x's axis ``keep[j]``
+    (kept axes in increasing order) or, where ``keep[j]`` is None, a new axis of size 1.
+
+    One reshape when TensorRT's reshape dims can say it (0 copies the dim at the same position,
+    at most one -1). When several dynamic dims (or empty dims) change position, a transpose
+    first moves the dropped axes last, the reshape then only drops/appends trailing 1s, and a
+    transpose after puts the new axes in place.
+    """
+    dims, moved_dynamic, moved_empty = [], 0, False
+    for j, a in enumerate(keep):
+        if a is None:
+            dims.append(1)
+        elif a == j:
+            dims.append(0)
+        elif x.shape[a] is None:
+            dims.append(-1)
+            moved_dynamic += 1
+        else:
+            dims.append(x.shape[a])
+            moved_empty |= x.shape[a] == 0  # a literal 0 would mean "copy the input dim"
+    if moved_dynamic <= 1 and not moved_empty:
+        return reshape(x, dims, name=name)
+    kept = [a for a in keep if a is not None]
+    dropped = [a for a in range(x.ndim) if a not in kept]
+    y = transpose(x, kept + dropped) if kept + dropped != list(range(x.ndim)) else x
+    new_axes = iter(range(len(kept), len(keep)))
+    perm = [kept.index(a) if a is not None else next(new_axes) for a in keep]
+    last = perm == list(range(len(keep)))
+    y = reshape(y, [0] * len(kept) + [1] * (len(keep) - len(kept)), name=name if last else None)
+    return y if last else transpose(y, perm, name=name)
+
+
+permute = transpose
+
+
+@public("data movement")
+def expand_dims(x: Value, axis: int, name: str | None = None) -> Value:
+    """Insert a dimension of size 1 at ``axis`` (a reshape)."""
+    network_of(x, op="expand_dims", name=name)
+    r = x.ndim + 1
+    if not is_int(axis) or not -r <= axis < r:
+        raise fail(
+            "expand_dims", f"axis {axis!r} is out of range for an output of rank {r}", x, name=name
+        )
+    keep: list[int | None] = list(range(x.ndim))
+    keep.insert(int(axis) % r, None)
+    return regroup(x, keep, name)
+
+
+@public("data movement")
+def squeeze(x: Value, axis: int, name: str | None = None) -> Value:
+    """Remove dimension ``axis``, which must have size 1 (a reshape)."""
+    network_of(x, op="squeeze", name=name)
+    if not is_int(axis) or not -x.ndim <= axis < x.ndim:
+        raise fail("squeeze", f"axis {axis!r} is out of range for rank {x.ndim}", x, name=name)
+    axis = int(axis) % x.ndim
+    if x.shape[axis] != 1:
+        d = "?" if x.shape[axis] is None else x.shape[axis]
+        raise fail("squeeze", f"axis {axis} has size {d}, not 1", x, name=name)
+    return regroup(x, [a for a in range(x.ndim) if a != axis], name)
+
+
+@public("data movement", aliases=("astype",))
+def cast(x: Value, dtype: Any, name: str | None = None) -> Value:
+    """Convert to ``dtype`` ('float16', td.bfloat16, ...)."""
+    net = network_of(x, op="cast", name=name)
+    try:
+        dt = dtypes.as_dtype(dtype)
+    except ValueError as e:
+        raise fail("cast", str(e), x, name=name) from None
+    return net.add_layer(CAST, (x,), {"dtype": dt}, name=name)[0]
+
+
+astype = cast
+
+
+@public("data movement")
+def identity(x: Value, name: str | None = None) -> Value:
+    """A copy of ``x``."""
+    return network_of(x, op="identity", name=name).add_layer(IDENTITY, (x,), {}, name=name)[0]

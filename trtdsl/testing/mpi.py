@@ -16,7 +16,7 @@ every rank so that it shrinks the same way everywhere. This module gives:
   the job when a test hangs.
 
 All control traffic goes over a duplicate of ``COMM_WORLD`` (:func:`control_comm`), apart from
-the collectives that :class:`~trtdsl.world.MPIWorld` runs on ``COMM_WORLD``.
+the collectives that :class:`~trtdsl.worlds.MPIWorld` runs on ``COMM_WORLD``.
 
 Environment: ``TRTDSL_MPI_SYNC_TIMEOUT`` (seconds a rank waits for the others at a
 synchronisation point, default 60) and ``TRTDSL_MPI_TEST_TIMEOUT`` (per-test watchdog, default
@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import RankFailedError
-from ..world import (
+from ..worlds.notices import (
     NOTICES,
     emit,
     mark_world_broken,
@@ -166,7 +166,7 @@ def together(what: str = "block") -> Iterator[None]:
     naming the failing ranks and their tracebacks.
 
     A rank whose block raises first sends a failure notice, so ranks still waiting inside an
-    :class:`~trtdsl.world.MPIWorld` collective stop (their world is then out of step, and the
+    :class:`~trtdsl.worlds.MPIWorld` collective stop (their world is then out of step, and the
     plugin ends the job after the test with a report).
     """
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .interpreter import RunContext, check_feeds, interpret
+from ..interpreter import RunContext, check_feeds, interpret
 
 
 def run(network: Any, feeds: Mapping[str, Any], **options: Any) -> dict[str, np.ndarray]:

@@ -6,7 +6,9 @@ Nothing here imports ``tensorrt`` or cuda-python at import time; where TensorRT 
 - :mod:`.enums` - trtdsl names -> TensorRT enum members (the one table)
 - :mod:`.lowering` - :class:`LoweringContext` and :func:`lower_network`
 - :mod:`.build` - :func:`build_engine`: options, optimization profiles, engine cache, progress
-- :mod:`.backend` - :func:`run`: build (cached) + execute with :class:`trtdsl.runtime.Engine`
+- :mod:`.module` - ``import tensorrt`` with a clear error, the TensorRT logger
+- :mod:`.runtime` - :class:`~.runtime.Engine`: deserialize, execution context, buffers (cuda-python)
+- :mod:`.backend` - :func:`run`: build (cached) + execute with :class:`~.runtime.Engine`
 """
 
 from .backend import needs_communicator, run
@@ -14,12 +16,12 @@ from .build import (
     BuildOptions,
     build_engine,
     cache_key,
-    import_tensorrt,
     normalize_profiles,
     validate_options,
 )
 from .errors import BuildError, CudaError, LoweringError, TensorRTUnavailableError
 from .lowering import LoweringContext, lower_network
+from .module import import_tensorrt
 
 __all__ = [
     "run",

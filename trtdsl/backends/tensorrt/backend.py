@@ -3,7 +3,7 @@
 Networks whose collectives span more than one rank need one process per rank
 (``mpiexec -n N``, ``world=td.MPIWorld()``): each rank selects CUDA device
 ``rank % device_count``, builds its own engine, joins an NCCL communicator made over MPI
-(:meth:`trtdsl.nccl.Communicator.from_mpi`) and attaches it to its execution context.
+(:meth:`trtdsl.backends.nccl.Communicator.from_mpi`) and attaches it to its execution context.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 
 from ...errors import ExecutionError
 from ..interpreter import check_feeds
-from .build import build_engine, import_tensorrt, validate_options
+from .build import build_engine, validate_options
+from .module import import_tensorrt
 
 
 def needs_communicator(net: Any) -> bool:
@@ -40,7 +41,7 @@ def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, n
     validate_options(net, **build_options)
     comm_needed = needs_communicator(net)
     world = net.world
-    from ...runtime import Engine, select_device
+    from .runtime import Engine, select_device
 
     if comm_needed:
         if getattr(world, "comm", None) is None:
@@ -56,7 +57,7 @@ def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, n
     plan = build_engine(net, **build_options)
     comm = None
     if comm_needed:
-        from ...nccl import Communicator
+        from ..nccl import Communicator
 
         comm = Communicator.from_mpi(world.comm)
     try:

@@ -12,7 +12,7 @@ closed after the engine (TensorRT requires it to outlive the context).
 
 TensorRT and cuda-python are imported inside the functions that need them.
 
->>> from trtdsl.runtime import Engine          # doctest: +SKIP
+>>> from trtdsl.backends.tensorrt.runtime import Engine          # doctest: +SKIP
 >>> with Engine(plan) as engine:               # doctest: +SKIP
 ...     out = engine.run({"x": x})["y"]
 """
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from . import dtypes
-from .backends.tensorrt.errors import CudaError
-from .errors import ExecutionError
+from ... import dtypes
+from ...errors import ExecutionError
+from .errors import CudaError
 
 
 # --- CUDA runtime (cuda.bindings.runtime) --------------------------------------------------
@@ -154,7 +154,7 @@ class Stream:
 
 # --- TensorRT engine -----------------------------------------------------------------------
 def _numpy_dtype(trt_dtype: Any) -> np.dtype:
-    from .backends.tensorrt.enums import dtype_from_trt
+    from .enums import dtype_from_trt
 
     return dtypes.as_dtype(dtype_from_trt(trt_dtype)).numpy
 
@@ -162,13 +162,13 @@ def _numpy_dtype(trt_dtype: Any) -> np.dtype:
 class Engine:
     """A deserialized TensorRT engine with one execution context, on the current device.
 
-    ``communicator``: a :class:`trtdsl.nccl.Communicator` for engines with collectives (it
+    ``communicator``: a :class:`trtdsl.backends.nccl.Communicator` for engines with collectives (it
     must stay open until this engine is closed). ``trt``: the tensorrt module (default:
     imported).
     """
 
     def __init__(self, plan: bytes, *, communicator: Any = None, trt: Any = None) -> None:
-        from .backends.tensorrt.build import get_logger, import_tensorrt
+        from .module import get_logger, import_tensorrt
 
         self.trt = trt if trt is not None else import_tensorrt()
         self._closed = False
