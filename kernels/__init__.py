@@ -1,0 +1,24 @@
+"""GPU kernels written in Triton, compiled ahead of time for sm_90, launched with cuda.core.
+
+Installed as ``trtdsl.kernels``. Importing it needs neither Triton, CuPy nor CUDA; those are
+imported when a kernel is compiled or launched.
+"""
+
+from .attention import flash_attention, merge_attention
+from .errors import (
+    KernelArgumentError,
+    KernelCompileError,
+    KernelDTypeError,
+    KernelLaunchError,
+    KernelShapeError,
+)
+
+__all__ = [
+    "flash_attention",
+    "merge_attention",
+    "KernelArgumentError",
+    "KernelCompileError",
+    "KernelDTypeError",
+    "KernelLaunchError",
+    "KernelShapeError",
+]

@@ -1,0 +1,180 @@
+"""Public entry points on CuPy arrays: fused attention forward and the Ring-attention merge.
+
+``flash_attention`` takes q [..., H, Sq, D], k/v [..., H, Sk, D] (fp16 or bf16, D in 32, 64,
+128, 256) and returns o [..., H, Sq, D] in q's dtype and, when asked, lse [..., H, Sq] float32
+(natural log of the softmax denominator of the scaled scores; -inf for rows with no key).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .compile import CompiledKernel, compile_kernel
+from .configs import AttentionConfig, attention_config, attention_spec, merge_spec
+from .errors import KernelArgumentError, KernelLaunchError
+from .launch import launch
+from .validate import check_attention, check_merge
+
+LOG2E = 1.4426950408889634
+_compiled: dict[tuple, CompiledKernel] = {}
+
+
+def _kernel(kind: str, *variant: Any) -> CompiledKernel:
+    """The compiled variant, memoized in-process (the disk cache costs a read and a hash)."""
+    key = (kind, *variant)
+    if key not in _compiled:
+        spec = attention_spec(*variant) if kind == "attn" else merge_spec(*variant)
+        _compiled[key] = compile_kernel(spec)
+    return _compiled[key]
+
+
+def _cupy() -> Any:
+    try:
+        import cupy
+    except ImportError as e:
+        raise KernelLaunchError("the trtdsl kernels run on CuPy arrays (pip install cupy)") from e
+    return cupy
+
+
+def _as_bsd(x: Any, cp: Any, name: str) -> Any:
+    """``x`` viewed as [BH, S, D] with unit last stride, 16-aligned (copied if it is not)."""
+    if not isinstance(x, cp.ndarray):
+        raise KernelArgumentError(f"{name} must be a CuPy array, got {type(x).__name__}")
+    y = x.reshape((-1,) + tuple(x.shape[-2:]))
+    item = y.itemsize
+    aligned = y.data.ptr % 16 == 0 and all(s % (16 * item) == 0 for s in y.strides[:2])
+    if y.strides[2] != item or not aligned:
+        y = cp.ascontiguousarray(y)
+    return y
+
+
+def _contiguous_aligned(x: Any, cp: Any) -> Any:
+    """``x`` itself when C-contiguous and 16-byte aligned, else a fresh copy."""
+    if x.flags.c_contiguous and x.data.ptr % 16 == 0:
+        return x
+    return cp.array(x, order="C", copy=True)
+
+
+def _device_of(*xs: Any) -> int:
+    ids = {int(x.device.id) for x in xs}
+    if len(ids) != 1:
+        raise KernelArgumentError(f"arrays live on different devices: {sorted(ids)}")
+    return ids.pop()
+
+
+def attention_forward(
+    q3: Any,
+    k3: Any,
+    v3: Any,
+    o: Any,
+    lse: Any | None,
+    *,
+    scale: float,
+    causal: bool,
+    q_offset: int = 0,
+    k_offset: int = 0,
+    dtype: str,
+    config: AttentionConfig | None = None,
+    stream: Any = None,
+) -> None:
+    """Low-level launch on prepared buffers (no checks beyond what the kernel needs).
+
+    q3 [BH, Sq, D], k3/v3 [BH, Sk, D], o [BH, Sq, D]: CuPy arrays with unit last stride,
+    16-byte aligned, other strides multiples of 16 elements; lse [BH, Sq] float32 contiguous
+    or None. ``config`` overrides the table (for tuning sweeps).
+    """
+    bh, sq, d = q3.shape
+    if not (bh and sq):
+        return
+    cfg = config or attention_config(d, dtype, bool(causal))
+    ck = _kernel("attn", d, dtype, bool(causal), config)
+    item = q3.itemsize
+    strides = [s // item for x in (q3, k3, v3, o) for s in x.strides[:2]]
+    args = [np.uint64(x.data.ptr) for x in (q3, k3, v3, o)]
+    args.append(np.uint64(lse.data.ptr if lse is not None else 0))
+    args += [np.int64(s) for s in strides]
+    args += [np.int32(sq), np.int32(k3.shape[1]), np.int32(q_offset), np.int32(k_offset)]
+    args += [np.float32(scale * LOG2E), np.int32(0 if lse is None else 1)]
+    grid = (math.ceil(sq / cfg.block_m), bh, 1)
+    launch(ck, grid, args, device=int(q3.device.id), stream=stream)
+
+
+def flash_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    scale: float,
+    causal: bool = False,
+    q_offset: int = 0,
+    k_offset: int = 0,
+    return_lse: bool = False,
+    stream: Any = None,
+    as_dtype: str | None = None,
+) -> tuple[Any, Any | None]:
+    """softmax(scale q k^T, masked) v for each (batch, head); returns ``(o, lse or None)``.
+
+    With ``causal``, query row i (position ``q_offset + i``) sees key j (position
+    ``k_offset + j``) iff ``k_offset + j <= q_offset + i``: context-parallel chunks pass their
+    global offsets. ``stream``: None (CuPy's current stream), a ``CUstream`` int, a CuPy stream
+    or a ``cuda.core`` Stream. ``as_dtype`` ("bfloat16"/"float16") reads 16-bit arrays of
+    another dtype (e.g. uint16 holding bf16 bits, for CuPy without bfloat16) as that type;
+    o then has q's storage dtype.
+    """
+    p = check_attention(q, k, v, scale, q_offset, k_offset, as_dtype)
+    cp = _cupy()
+    q3, k3, v3 = (_as_bsd(x, cp, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    dev = _device_of(q3, k3, v3)
+    with cp.cuda.Device(dev):
+        o = cp.empty((p.bh, p.seq_q, p.head_dim), dtype=q3.dtype)
+        lse = cp.empty((p.bh, p.seq_q), dtype=cp.float32) if return_lse else None
+        attention_forward(
+            q3, k3, v3, o, lse, scale=scale, causal=causal, q_offset=q_offset,
+            k_offset=k_offset, dtype=p.dtype, stream=stream,
+        )  # fmt: skip
+    o = o.reshape(p.lead + (p.seq_q, p.head_dim))
+    return o, (lse.reshape(p.lead + (p.seq_q,)) if lse is not None else None)
+
+
+def merge_attention(
+    o1: Any,
+    lse1: Any,
+    o2: Any,
+    lse2: Any,
+    *,
+    inplace: bool = True,
+    stream: Any = None,
+    as_dtype: str | None = None,
+) -> tuple[Any, Any]:
+    """Merge two partial attention results over disjoint key sets (Ring attention step).
+
+    o* [..., D], lse* [...] float32: ``lse = logaddexp(lse1, lse2)``,
+    ``o = o1 exp(lse1 - lse) + o2 exp(lse2 - lse)`` (both -inf: o = 0, lse = -inf). With
+    ``inplace`` (default) the result is written into ``o1``/``lse1`` (which must then be
+    contiguous) and those are returned; otherwise new arrays are. ``as_dtype`` as in
+    ``flash_attention``.
+    """
+    rows, d, dt = check_merge(o1, lse1, o2, lse2, as_dtype)
+    cp = _cupy()
+    for name, x in (("o1", o1), ("lse1", lse1), ("o2", o2), ("lse2", lse2)):
+        if not isinstance(x, cp.ndarray):
+            raise KernelArgumentError(f"{name} must be a CuPy array, got {type(x).__name__}")
+    if inplace and not all(x.flags.c_contiguous and x.data.ptr % 16 == 0 for x in (o1, lse1)):
+        raise KernelArgumentError(
+            f"inplace merge needs contiguous, 16-byte aligned o1 {o1.shape} (strides "
+            f"{o1.strides}) and lse1 {lse1.shape}"
+        )
+    dev = _device_of(o1, lse1, o2, lse2)
+    with cp.cuda.Device(dev):
+        a, la, b, lb = (_contiguous_aligned(x, cp) for x in (o1, lse1, o2, lse2))
+        out, lout = (o1, lse1) if inplace else (cp.empty_like(a), cp.empty_like(la))
+        if rows:
+            ck = _kernel("merge", d, dt)
+            args = [np.uint64(x.data.ptr) for x in (a, la, b, lb, out, lout)]
+            args.append(np.int64(rows))
+            block_r = merge_spec(d, dt).constexprs["BLOCK_R"]
+            launch(ck, (math.ceil(rows / block_r), 1, 1), args, device=dev, stream=stream)
+    return out, lout

@@ -1,0 +1,117 @@
+"""Launch configurations and the compile specs of every kernel variant (no Triton needed).
+
+The attention table maps ``(head_dim, dtype, causal)`` to block sizes, warps and pipeline
+stages. The values were chosen by timing candidates on one H200 (``benchmarks/attention_gpu.py
+--sweep``, recorded in docs/gpu-runs.md); there is no run-time autotuner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DTYPES: tuple[str, ...] = ("float16", "bfloat16")
+MERGE_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
+HEAD_DIMS: tuple[int, ...] = (32, 64, 128, 256)
+TRITON_DTYPE: dict[str, str] = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Tile of one attention program: BLOCK_M query rows x BLOCK_N keys per step."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+# (head_dim, dtype, causal) -> config. fp16 and bf16 share tiles (same wgmma rates).
+_BY_HEAD_DIM: dict[tuple[int, bool], AttentionConfig] = {
+    (32, False): AttentionConfig(128, 64, 4, 3),
+    (32, True): AttentionConfig(128, 64, 4, 3),
+    (64, False): AttentionConfig(128, 64, 8, 3),
+    (64, True): AttentionConfig(128, 64, 8, 3),
+    (128, False): AttentionConfig(128, 128, 8, 3),
+    (128, True): AttentionConfig(128, 128, 8, 3),
+    (256, False): AttentionConfig(128, 64, 8, 2),
+    (256, True): AttentionConfig(128, 64, 8, 2),
+}
+ATTENTION_CONFIGS: dict[tuple[int, str, bool], AttentionConfig] = {
+    (d, dt, c): cfg for (d, c), cfg in _BY_HEAD_DIM.items() for dt in DTYPES
+}
+MERGE_ROWS_PER_PROGRAM: dict[int, int] = {32: 128, 64: 64, 128: 32, 256: 16}
+MERGE_NUM_WARPS = 4
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """Everything ``compile_kernel`` needs besides the Triton function (found by ``fn_name``).
+
+    ``signature`` maps every parameter, in order, to a Triton type or ``"constexpr"``;
+    ``divisible`` names the parameters promised to be multiples of 16 (pointers: 16-byte
+    aligned), which lets Triton emit 16-byte loads.
+    """
+
+    fn_name: str
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    options: dict[str, Any]
+    divisible: tuple[str, ...] = field(default=())
+
+    @property
+    def runtime_params(self) -> tuple[str, ...]:
+        """The parameters passed at launch, in order (constexprs are compiled in)."""
+        return tuple(k for k, v in self.signature.items() if v != "constexpr")
+
+
+def attention_config(head_dim: int, dtype: str, causal: bool) -> AttentionConfig:
+    """The table entry; KeyError for an unsupported combination."""
+    return ATTENTION_CONFIGS[(head_dim, dtype, bool(causal))]
+
+
+def attention_spec(
+    head_dim: int, dtype: str, causal: bool, config: AttentionConfig | None = None
+) -> KernelSpec:
+    """Spec of ``attention_fwd`` for one variant (``config`` overrides the table, for sweeps)."""
+    cfg = config or attention_config(head_dim, dtype, causal)
+    ty = TRITON_DTYPE[dtype]
+    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{ty}", "LSE": "*fp32"}
+    strides = ("stride_qb", "stride_qm", "stride_kb", "stride_kn")
+    strides += ("stride_vb", "stride_vn", "stride_ob", "stride_om")
+    sig.update({s: "i64" for s in strides})
+    sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
+    sig.update({"qk_scale": "fp32", "write_lse": "i32"})
+    consts = {"HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
+    consts["CAUSAL"] = bool(causal)
+    sig.update({k: "constexpr" for k in consts})
+    return KernelSpec(
+        fn_name="attention_fwd",
+        signature=sig,
+        constexprs=consts,
+        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
+        divisible=("Q", "K", "V", "O", "LSE") + strides,
+    )
+
+
+def merge_spec(head_dim: int, dtype: str) -> KernelSpec:
+    """Spec of ``attention_merge`` for rows of ``head_dim`` values of ``dtype``."""
+    ty = TRITON_DTYPE[dtype]
+    sig = {"O1": f"*{ty}", "LSE1": "*fp32", "O2": f"*{ty}", "LSE2": "*fp32"}
+    sig.update({"O_out": f"*{ty}", "LSE_out": "*fp32", "n_rows": "i64"})
+    consts = {"HEAD_DIM": head_dim, "BLOCK_R": MERGE_ROWS_PER_PROGRAM[head_dim]}
+    sig.update({k: "constexpr" for k in consts})
+    return KernelSpec(
+        fn_name="attention_merge",
+        signature=sig,
+        constexprs=consts,
+        options={"num_warps": MERGE_NUM_WARPS, "num_stages": 1},
+        divisible=("O1", "LSE1", "O2", "LSE2", "O_out", "LSE_out"),
+    )
+
+
+def all_specs() -> list[KernelSpec]:
+    """Every variant the public entry points can launch (what the compile test builds)."""
+    specs = [attention_spec(d, dt, c) for (d, dt, c) in ATTENTION_CONFIGS]
+    specs += [merge_spec(d, dt) for d in HEAD_DIMS for dt in MERGE_DTYPES]
+    return specs

@@ -1,0 +1,58 @@
+"""Float64 NumPy reference of the kernels' semantics (used by the GPU check and the tests).
+
+q [..., Sq, D], k/v [..., Sk, D] (any leading dims, broadcast-free: equal); o [..., Sq, D],
+lse [..., Sq]; query i is at position q_offset + i, key j at k_offset + j; causal allows key j
+for query i iff k_offset + j <= q_offset + i. Rows with no allowed key: o = 0, lse = -inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def attention_mask(seq_q: int, seq_k: int, causal: bool, q_offset: int, k_offset: int):
+    """[Sq, Sk] bool: which keys each query row may see."""
+    if not causal:
+        return np.ones((seq_q, seq_k), dtype=bool)
+    qpos = q_offset + np.arange(seq_q)[:, None]
+    kpos = k_offset + np.arange(seq_k)[None, :]
+    return kpos <= qpos
+
+
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    scale: float,
+    causal: bool = False,
+    q_offset: int = 0,
+    k_offset: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(o, lse) in float64 by the direct formula with a stable softmax."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    s = scale * np.einsum("...id,...jd->...ij", q, k)
+    mask = attention_mask(q.shape[-2], k.shape[-2], causal, q_offset, k_offset)
+    s = np.where(mask, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True) if s.shape[-1] else np.full(s.shape[:-1] + (1,), -np.inf)
+    m_safe = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(s - m_safe)
+    denom = e.sum(axis=-1, keepdims=True)
+    empty = denom == 0
+    o = np.einsum("...ij,...jd->...id", e / np.where(empty, 1.0, denom), v)
+    with np.errstate(divide="ignore"):
+        lse = np.where(empty, -np.inf, m_safe + np.log(np.where(empty, 1.0, denom)))[..., 0]
+    return o, lse
+
+
+def merge(
+    o1: np.ndarray, lse1: np.ndarray, o2: np.ndarray, lse2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(o, lse) of two partial results over disjoint keys, in float64."""
+    o1, o2 = (np.asarray(x, dtype=np.float64) for x in (o1, o2))
+    lse1, lse2 = (np.asarray(x, dtype=np.float64) for x in (lse1, lse2))
+    lse = np.logaddexp(lse1, lse2)
+    both_empty = np.isneginf(lse)
+    safe = np.where(both_empty, 0.0, lse)
+    w1 = np.where(both_empty, 0.0, np.exp(lse1 - safe))
+    w2 = np.where(both_empty, 0.0, np.exp(lse2 - safe))
+    return o1 * w1[..., None] + o2 * w2[..., None], lse

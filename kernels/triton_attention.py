@@ -1,0 +1,196 @@
+"""Triton source of the attention kernels (compiled ahead of time by ``compile.py``).
+
+Layouts (row-major, last dim contiguous, the other strides passed in elements):
+
+- ``Q`` [BH, Sq, D], ``K`` / ``V`` [BH, Sk, D], ``O`` [BH, Sq, D] (dtype of Q), ``LSE`` [BH, Sq]
+  float32 contiguous.
+- Query row ``i`` sits at position ``q_offset + i``, key ``j`` at ``k_offset + j``; with
+  ``CAUSAL`` key ``j`` is allowed for row ``i`` iff ``k_offset + j <= q_offset + i``.
+- ``qk_scale`` is ``scale * log2(e)``: the softmax runs in base 2 (``exp2``), float32 accumulation.
+- A row with no allowed key gets ``O = 0`` and ``LSE = -inf``.
+
+This module imports without Triton (the decorator then is the identity), so the package stays
+importable on machines without it; only ``compile.py`` needs Triton to build the kernels.
+"""
+
+from __future__ import annotations
+
+try:
+    import triton
+    import triton.language as tl
+
+    _jit = triton.jit
+except ImportError:  # pragma: no cover - exercised where triton is absent
+    tl = None
+
+    def _jit(fn):  # type: ignore[no-redef]
+        return fn
+
+
+@_jit
+def _attn_blocks(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    offs_m,
+    offs_d,
+    lo,
+    hi,
+    seq_k,
+    shift,
+    qk_scale,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """Key blocks [lo, hi) into (acc [M, D] f32, l_i [M], m_i [M] in log2 units)."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + offs_n0
+        k_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :]
+        if MASKED:
+            in_k = offs_n < seq_k
+            k = tl.load(k_ptrs, mask=in_k[:, None], other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+        qk = tl.dot(q, tl.trans(k))
+        if MASKED:
+            allowed = in_k[None, :]
+            if CAUSAL:
+                allowed = allowed & (offs_n[None, :] <= offs_m[:, None] + shift)
+            qk = tl.where(allowed, qk, float("-inf"))
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+        else:
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_use = m_ij
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if MASKED:
+            v = tl.load(v_ptrs, mask=in_k[:, None], other=0.0)
+        else:
+            v = tl.load(v_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@_jit
+def attention_fwd(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    stride_qb,
+    stride_qm,
+    stride_kb,
+    stride_kn,
+    stride_vb,
+    stride_vn,
+    stride_ob,
+    stride_om,
+    seq_q,
+    seq_k,
+    q_offset,
+    k_offset,
+    qk_scale,
+    write_lse,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """Grid (cdiv(Sq, BLOCK_M), BH): one program per query block of one (batch, head)."""
+    pid_m = tl.program_id(0)
+    if CAUSAL:  # the longest rows first, so the short ones fill the last wave
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    bh = tl.program_id(1).to(tl.int64)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_q = offs_m < seq_q
+    q_ptrs = Q + bh * stride_qb + offs_m[:, None] * stride_qm + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=in_q[:, None], other=0.0)
+
+    shift = q_offset - k_offset  # key j allowed for row i iff j <= i + shift
+    full_k = (seq_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        hi = tl.minimum(seq_k, tl.maximum(0, shift + start_m + BLOCK_M))
+        unmasked = (tl.maximum(0, shift + start_m + 1) // BLOCK_N) * BLOCK_N
+        full_hi = tl.minimum(full_k, unmasked)
+    else:
+        hi = seq_k
+        full_hi = full_k
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    k_base = K + bh * stride_kb
+    v_base = V + bh * stride_vb
+    acc, l_i, m_i = _attn_blocks(
+        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+        0, full_hi, seq_k, shift, qk_scale, BLOCK_N, False, CAUSAL,
+    )  # fmt: skip
+    acc, l_i, m_i = _attn_blocks(
+        acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
+        full_hi, hi, seq_k, shift, qk_scale, BLOCK_N, True, CAUSAL,
+    )  # fmt: skip
+
+    empty = l_i == 0.0
+    o = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o_ptrs = O + bh * stride_ob + offs_m[:, None] * stride_om + offs_d[None, :]
+    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=in_q[:, None])
+    if write_lse != 0:
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_i)) * 0.6931471805599453)
+        tl.store(LSE + bh * seq_q + offs_m, lse, mask=in_q)
+
+
+@_jit
+def attention_merge(
+    O1,
+    LSE1,
+    O2,
+    LSE2,
+    O_out,
+    LSE_out,
+    n_rows,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    """Merge two partial softmax results row by row; rows of ``HEAD_DIM`` contiguous values.
+
+    ``O*`` [R, D], ``LSE*`` [R] float32; ``O_out``/``LSE_out`` may alias ``O1``/``LSE1``.
+    ``LSE = logaddexp(LSE1, LSE2)``, ``O = O1 exp(LSE1 - LSE) + O2 exp(LSE2 - LSE)``; both
+    ``-inf`` gives ``O = 0``, ``LSE = -inf``.
+    """
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    in_r = rows < n_rows
+    offs_d = tl.arange(0, HEAD_DIM)
+    l1 = tl.load(LSE1 + rows, mask=in_r, other=float("-inf"))
+    l2 = tl.load(LSE2 + rows, mask=in_r, other=float("-inf"))
+    m = tl.maximum(l1, l2)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w1 = tl.exp(l1 - m)
+    w2 = tl.exp(l2 - m)
+    s = w1 + w2
+    empty = s == 0.0
+    s_safe = tl.where(empty, 1.0, s)
+    lse = tl.where(empty, float("-inf"), m + tl.log(s_safe))
+    w1 = w1 / s_safe
+    w2 = w2 / s_safe
+    ptrs = rows[:, None] * HEAD_DIM + offs_d[None, :]
+    o1 = tl.load(O1 + ptrs, mask=in_r[:, None], other=0.0).to(tl.float32)
+    o2 = tl.load(O2 + ptrs, mask=in_r[:, None], other=0.0).to(tl.float32)
+    o = o1 * w1[:, None] + o2 * w2[:, None]
+    tl.store(O_out + ptrs, o.to(O_out.dtype.element_ty), mask=in_r[:, None])
+    tl.store(LSE_out + rows, lse, mask=in_r)
