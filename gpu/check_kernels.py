@@ -1,0 +1,245 @@
+"""GPU check: the Triton kernels (``trtdsl.kernels``) against the float64 NumPy reference.
+
+Run on one CUDA GPU (sm_90): ``python3 gpu/check_kernels.py [--quick]``. Fresh random inputs
+per case; the output buffers are poisoned with NaN first (through CuPy's memory pool: a NaN
+block of the output's size is freed just before the call, and the check reports how often the
+kernel's output landed in it). Covers fp16/bf16 x head_dim 64/128 (32/256 once each) x
+full/causal x query/key offsets (q chunk after, before and overlapping the k chunk) x lengths
+that are not multiples of the blocks, with LSE, and the merge kernel. Prints one line per case
+and ``KERNEL CHECK: N passed, M failed``; exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import trtdsl.kernels as K
+    import trtdsl.kernels.reference as R
+except ImportError:  # run from a checkout where kernels/ is not installed under trtdsl
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import kernels as K
+    from kernels import reference as R
+
+TOL_O = {"float16": 1e-3, "bfloat16": 8e-3}  # ||o - ref|| / ||ref||
+TOL_LSE = 1e-4  # |lse - ref| / max(1, |ref|)
+
+
+class Ctx:
+    """CuPy, the dtype handling (native bf16 or uint16 bits) and the pass/fail tally."""
+
+    def __init__(self) -> None:
+        import cupy
+        import ml_dtypes
+
+        self.cp = cupy
+        self.bf16 = np.dtype(ml_dtypes.bfloat16)
+        try:
+            cupy.asarray(np.zeros(2, self.bf16))
+            self.native_bf16 = True
+        except Exception:
+            self.native_bf16 = False
+        self.passed = 0
+        self.failed = 0
+        self.poison_hits = 0
+        self.poison_tries = 0
+
+    def np_dtype(self, name: str) -> np.dtype:
+        return self.bf16 if name == "bfloat16" else np.dtype(name)
+
+    def to_gpu(self, x: np.ndarray, name: str) -> Any:
+        """Host array of dtype ``name`` on the GPU (bf16 as uint16 bits if CuPy lacks it)."""
+        x = np.ascontiguousarray(x.astype(self.np_dtype(name)))
+        if name == "bfloat16" and not self.native_bf16:
+            return self.cp.asarray(x.view(np.uint16))
+        return self.cp.asarray(x)
+
+    def to_host(self, x: Any, name: str) -> np.ndarray:
+        h = self.cp.asnumpy(x)
+        if name == "bfloat16" and h.dtype == np.uint16:
+            h = h.view(self.bf16)
+        return h.astype(np.float64)
+
+    def as_dtype(self, name: str) -> str | None:
+        return "bfloat16" if name == "bfloat16" and not self.native_bf16 else None
+
+    def poison(self, nbytes: list[int]) -> list[int]:
+        """Allocate NaN blocks of these sizes and free them; returns their addresses."""
+        blocks = [self.cp.full(n // 2, 0xFFFF, self.cp.uint16) for n in nbytes]
+        ptrs = [int(b.data.ptr) for b in blocks]
+        del blocks
+        return ptrs
+
+    def record(self, ok: bool, line: str) -> None:
+        self.passed += ok
+        self.failed += not ok
+        print(("PASS " if ok else "FAIL ") + line, flush=True)
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    nb = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / nb) if nb > 0 else float(np.linalg.norm(a))
+
+
+def check_lse(got: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
+    """-inf exactly where the reference has it; elsewhere close."""
+    inf_ok = bool(np.array_equal(np.isneginf(got), np.isneginf(ref)))
+    fin = np.isfinite(ref)
+    err = np.abs(got[fin] - ref[fin]) / np.maximum(1.0, np.abs(ref[fin]))
+    e = float(err.max()) if err.size else 0.0
+    return inf_ok and bool(np.isfinite(got[fin]).all()) and e <= TOL_LSE, e
+
+
+def check_attention_case(
+    ctx: Ctx,
+    rng: np.random.Generator,
+    dtype: str,
+    lead: tuple[int, ...],
+    sq: int,
+    sk: int,
+    d: int,
+    causal: bool,
+    q_off: int,
+    k_off: int,
+    return_lse: bool = True,
+) -> None:
+    cp = ctx.cp
+    q = rng.standard_normal(lead + (sq, d))
+    k = rng.standard_normal(lead + (sk, d))
+    v = rng.standard_normal(lead + (sk, d))
+    scale = float(rng.uniform(0.5, 1.5) / np.sqrt(d))
+    gq, gk, gv = (ctx.to_gpu(x, dtype) for x in (q, k, v))
+    # the reference sees the inputs as rounded to the kernel's dtype
+    hq, hk, hv = (ctx.to_host(x, dtype) for x in (gq, gk, gv))
+    ref_o, ref_lse = R.attention(hq, hk, hv, scale, causal, q_off, k_off)
+    n_rows = int(np.prod(lead)) * sq
+    ptrs = ctx.poison([n_rows * d * 2] + ([n_rows * 4] if return_lse else []))
+    o, lse = K.flash_attention(
+        gq, gk, gv, scale=scale, causal=causal, q_offset=q_off, k_offset=k_off,
+        return_lse=return_lse, as_dtype=ctx.as_dtype(dtype),
+    )  # fmt: skip
+    cp.cuda.get_current_stream().synchronize()
+    ctx.poison_tries += 1
+    ctx.poison_hits += int(o.data.ptr) in ptrs
+    go = ctx.to_host(o, dtype)
+    e_o = rel(go, ref_o)
+    ok = bool(np.isfinite(go).all()) and e_o <= TOL_O[dtype] and go.shape == ref_o.shape
+    empty = np.isneginf(ref_lse)
+    if empty.any():  # rows with no key: exactly 0
+        ok = ok and bool((go[empty] == 0).all())
+    msg = f"attn {dtype} lead={lead} Sq={sq} Sk={sk} D={d} causal={causal} off=({q_off},{k_off})"
+    msg += f" o_err={e_o:.1e} empty_rows={int(empty.sum())}"
+    if return_lse:
+        lok, e_l = check_lse(cp.asnumpy(lse).astype(np.float64), ref_lse)
+        ok = ok and lok and lse.shape == ref_lse.shape
+        msg += f" lse_err={e_l:.1e}"
+    else:
+        ok = ok and lse is None
+    ctx.record(ok, msg)
+
+
+def check_merge_case(ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, d: int) -> None:
+    cp = ctx.cp
+    o1 = rng.standard_normal((rows, d))
+    o2 = rng.standard_normal((rows, d))
+    l1 = rng.standard_normal(rows) * 3
+    l2 = rng.standard_normal(rows) * 3
+    l1[::7] = -np.inf  # one side empty
+    l2[::11] = -np.inf  # the other side empty (and both, every 77th row)
+    o1[::7] = 0.0
+    o2[::11] = 0.0
+    g1, g2 = ctx.to_gpu(o1, dtype), ctx.to_gpu(o2, dtype)
+    h1, h2 = ctx.to_host(g1, dtype), ctx.to_host(g2, dtype)
+    ref_o, ref_l = R.merge(h1, l1.astype(np.float32), h2, l2.astype(np.float32))
+    gl1, gl2 = cp.asarray(l1.astype(np.float32)), cp.asarray(l2.astype(np.float32))
+    as_dt = ctx.as_dtype(dtype)
+    ptrs = ctx.poison([rows * d * g1.itemsize, rows * 4])
+    o, lse = K.merge_attention(g1, gl1, g2, gl2, inplace=False, as_dtype=as_dt)
+    cp.cuda.get_current_stream().synchronize()
+    ctx.poison_tries += 1
+    ctx.poison_hits += int(o.data.ptr) in ptrs
+    go = ctx.to_host(o, dtype)
+    tol = {"float32": 1e-6, "float16": 1e-3, "bfloat16": 8e-3}[dtype]
+    e_o = rel(go, ref_o)
+    lok, e_l = check_lse(cp.asnumpy(lse).astype(np.float64), ref_l)
+    ok = bool(np.isfinite(go).all()) and e_o <= tol and lok
+    both = np.isneginf(ref_l)
+    ok = ok and bool((go[both] == 0).all())
+    # in place into the first pair gives the same numbers
+    o_in, l_in = K.merge_attention(g1, gl1, g2, gl2, as_dtype=as_dt)
+    same = o_in is g1 and l_in is gl1 and bool(cp.all(cp.asarray(o_in) == cp.asarray(o)))
+    ok = ok and same
+    ctx.record(ok, f"merge {dtype} rows={rows} D={d} o_err={e_o:.1e} lse_err={e_l:.1e} "
+               f"both_empty={int(both.sum())} inplace_same={same}")  # fmt: skip
+
+
+def attention_cases(quick: bool) -> list[tuple]:
+    """(dtype, lead, Sq, Sk, D, causal, q_off, k_off, return_lse)."""
+    cases = []
+    shapes = [  # (lead, Sq, Sk, q_off, k_off): what each offset pair exercises
+        ((2, 3), 300, 300, 0, 0),  # self-attention, not a multiple of any block
+        ((1, 2), 200, 333, 512, 0),  # q chunk after the k chunk: all keys visible
+        ((1, 2), 100, 200, 0, 256),  # q chunk before the k chunk: fully masked
+        ((1, 2), 257, 300, 0, 50),  # k chunk starts later: the first 50 rows see no key
+        ((1, 3), 257, 391, 100, 37),  # overlapping chunks
+        ((2,), 1, 129, 64, 0),  # one query row
+        ((2,), 129, 1, 0, 0),  # one key
+        ((1, 2), 1024, 1024, 1024, 1024),  # equal chunks, aligned
+    ]
+    for dtype in ("float16", "bfloat16"):
+        for d in (64, 128):
+            for causal in (False, True):
+                for lead, sq, sk, qo, ko in shapes[:4] if quick else shapes:
+                    cases.append((dtype, lead, sq, sk, d, causal, qo, ko, True))
+    cases.append(("bfloat16", (2, 2), 333, 333, 128, True, 0, 0, False))  # no LSE
+    for d in (32, 256):
+        for causal in (False, True):
+            cases.append(("bfloat16", (1, 2), 300, 500, d, causal, 200, 0, True))
+            cases.append(("float16", (1, 2), 300, 500, d, causal, 200, 0, True))
+    return cases
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer shapes")
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else int(time.time())
+    print(f"seed {seed}", flush=True)
+    rng = np.random.default_rng(seed)
+    ctx = Ctx()
+    print(f"cupy native bfloat16: {ctx.native_bf16}", flush=True)
+    t0 = time.time()
+    for case in attention_cases(args.quick):
+        try:
+            check_attention_case(ctx, rng, *case)
+        except Exception as e:  # a crash is a failure, keep checking the rest
+            ctx.record(False, f"attn {case}: {type(e).__name__}: {e}")
+    for dtype in ("float16", "bfloat16", "float32"):
+        for d in (64, 128):
+            try:
+                check_merge_case(ctx, rng, dtype, 1000 + d, d)
+            except Exception as e:
+                ctx.record(False, f"merge {dtype} D={d}: {type(e).__name__}: {e}")
+    # the public entry points refuse bad arguments with ValueErrors
+    cp = ctx.cp
+    try:
+        z = cp.zeros((2, 64, 96), cp.float16)
+        K.flash_attention(z, z, z, scale=1.0)
+        ctx.record(False, "head_dim 96 accepted")
+    except ValueError as e:
+        ctx.record("96" in str(e), f"head_dim 96 refused: {e}")
+    print(f"poisoned output reused by the kernel's output: {ctx.poison_hits}/{ctx.poison_tries}")
+    print(f"time {time.time() - t0:.1f}s")
+    print(f"KERNEL CHECK: {ctx.passed} passed, {ctx.failed} failed", flush=True)
+    return 1 if ctx.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

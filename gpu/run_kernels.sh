@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The Triton kernels on one GPU in one call (e.g. the device tool's nvidia-h200):
+#   bash gpu/run_kernels.sh           # logs under $OUT (default /tmp/trtdsl-kernels)
+# Steps (STEPS="check sweep bench"): the correctness check against float64 NumPy, the tile
+# sweep, the benchmark against torch SDPA. BENCH_ARGS / SWEEP_ARGS pass flags through.
+# Set TRTDSL_KERNEL_CACHE to a prebuilt cache (python -m trtdsl.kernels.prebuild) to skip
+# compiling there.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+OUT=${OUT:-/tmp/trtdsl-kernels}
+mkdir -p "$OUT"
+STEPS=${STEPS:-"check sweep bench"}
+status=0
+summary=()
+
+step() {  # step NAME TIMEOUT CMD...
+    local name=$1 limit=$2
+    shift 2
+    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    local rc=${PIPESTATUS[0]}
+    summary+=("$name rc=$rc $((SECONDS - t0))s")
+    [ "$rc" = 0 ] || status=1
+}
+
+{ date -u; nvidia-smi -L; python3 -c "import cupy, triton, cuda.core as c, torch; \
+print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__version__, \
+'torch', torch.__version__)"; } 2>&1 | tee "$OUT/env.txt"
+
+# shellcheck disable=SC2086
+step check 300 python3 gpu/check_kernels.py
+# shellcheck disable=SC2086
+step sweep 300 python3 benchmarks/attention_gpu.py --sweep ${SWEEP_ARGS:-} --out "$OUT/sweep.md"
+# shellcheck disable=SC2086
+step bench 420 python3 benchmarks/attention_gpu.py ${BENCH_ARGS:-} --out "$OUT/bench.md"
+
+echo "=== summary"
+printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+exit $status
