@@ -103,8 +103,8 @@ def test_describe_and_summary():
 def test_reduce_op_names_are_case_insensitive():
     net = net_of(2)
     x = net.input("x", (4,))
-    assert x.collective("all_reduce", reduce="SUM").producer.attrs["spec"].reduce == "sum"
-    assert x.collective("all_gather", reduce="none").producer.attrs["spec"].reduce is None
+    assert x.collective("all_reduce", reduce="SUM").producer.spec.reduce == "sum"
+    assert x.collective("all_gather", reduce="none").producer.spec.reduce is None
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -300,11 +300,11 @@ def test_world_of_one_is_the_identity():
 
 
 def test_float16_reduces_in_float32():
-    spec = net_of(2).input("x", (1,), "float16").all_reduce("sum").producer.attrs["spec"]
+    spec = net_of(2).input("x", (1,), "float16").all_reduce("sum").producer.spec
     xs = [np.array([2048.0], "float16"), np.array([1.0], "float16")]
     three = [np.array([2048.0], "float16"), np.array([1.0], "float16"), np.array([1.0], "float16")]
     assert simulate(spec, xs)[0].dtype == np.float16
-    spec3 = net_of(3).input("x", (1,), "float16").all_reduce("sum").producer.attrs["spec"]
+    spec3 = net_of(3).input("x", (1,), "float16").all_reduce("sum").producer.spec
     # 2048 + 1 + 1 in float16 one at a time would stay 2048; in float32 it is 2050
     assert simulate(spec3, three)[0].tolist() == [2050.0]
 

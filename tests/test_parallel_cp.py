@@ -125,7 +125,7 @@ def test_ring_schedule(n, causal):
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((heads, n * s, dh)).astype("float32") for _ in range(3))
     for rank, (_, net) in enumerate(run_cp("ring", n, q, k, v, causal)):
-        specs = [(c.attrs["spec"], c.input_types[0].shape) for c in net.collectives]
+        specs = [(c.spec, c.input_types[0].shape) for c in net.collectives]
         assert [(sp.op, sp.root) for sp, _ in specs] == [("broadcast", t) for t in range(n)]
         assert all(shape == (2 * heads, s, dh) for _, shape in specs)
         assert n * s not in (heads, dh, 2 * heads)
@@ -142,7 +142,7 @@ def test_strategy_structure():
     ops = {}
     for st_name in STRATEGIES:
         _, net = run_cp(st_name, 2, q, q, q, False)[0]
-        ops[st_name] = [c.attrs["spec"].op for c in net.collectives]
+        ops[st_name] = [c.spec.op for c in net.collectives]
     assert ops == {
         "allgather_kv": ["all_gather"],
         "ring": ["broadcast", "broadcast"],

@@ -110,7 +110,7 @@ def test_column_parallel_linear(n, tokens, batch, d_in, out_per_rank, bias, gath
         xi = net.input("x", x.shape, dtype)
         y = P.column_parallel_linear(xi, w, b if bias else None, gather_output=gather)
         net.output(y, "y")
-        ops = [c.attrs["spec"].op for c in net.collectives]
+        ops = [c.spec.op for c in net.collectives]
         return net.run({"x": x})["y"], ops
 
     for r, (y, ops) in enumerate(td.InProcessWorld(n).run(rank_fn)):
@@ -176,7 +176,7 @@ def test_row_parallel_linear(
             xi, w, b if bias else None, reduce=reduce, input_is_parallel=parallel_input
         )
         net.output(y, "y")
-        ops = [c.attrs["spec"].op for c in net.collectives]
+        ops = [c.spec.op for c in net.collectives]
         return net.run({"x": feed})["y"], ops
 
     for r, (y, ops) in enumerate(td.InProcessWorld(n).run(rank_fn)):

@@ -109,7 +109,7 @@ def test_tensor_parallel_mlp(
             activation=activation,
         )
         net.output(y, "y")
-        ops = [c.attrs["spec"].op for c in net.collectives]
+        ops = [c.spec.op for c in net.collectives]
         return net.run({"x": x})["y"], ops
 
     for y, ops in td.InProcessWorld(n).run(rank_fn):
@@ -180,7 +180,7 @@ def test_tensor_parallel_attention(
             xi, w_qkv, w_out, num_heads=heads, b_qkv=b_qkv, b_out=b_out, causal=causal
         )
         net.output(y, "y")
-        ops = [c.attrs["spec"].op for c in net.collectives]
+        ops = [c.spec.op for c in net.collectives]
         return net.run({"x": x})["y"], ops
 
     for y, ops in td.InProcessWorld(n).run(rank_fn):

@@ -301,7 +301,7 @@ def test_every_op_has_a_lowering_and_every_variant_is_exercised(trt, monkeypatch
     assert {"layer", "rms"} <= kinds("normalization")
     assert {d.name for d in map(td.as_dtype, DTYPES)} <= {d.name for d in kinds("cast", "dtype")}
     pairs = {
-        (layer.attrs["spec"].op, layer.attrs["spec"].reduce)
+        (layer.spec.op, layer.spec.reduce)
         for layer in seen
         if layer.op.name == "collective"
     }

@@ -63,6 +63,8 @@ class OpLike(Protocol):
     name: str
     is_collective: bool
 
+    def resolve(self, layer: Layer) -> Any: ...
+
     def infer(self, layer: Layer) -> list[TensorType]: ...
 
     def describe(self, layer: Layer) -> str: ...
@@ -133,6 +135,9 @@ class Layer:
     where: SourceLocation
     index: int
     outputs: list[Value] = field(default_factory=list)
+    #: What the op derived from ``attrs`` when the layer was recorded (``op.resolve``), e.g. a
+    #: collective's CollectiveSpec; None for most ops. ``attrs`` stay as the user gave them.
+    spec: Any = None
 
     @property
     def input_types(self) -> list[TensorType]:

@@ -119,6 +119,7 @@ class Network:
         layer_name = self._unique_name(base or op.name, name, where, shown)
         layer = Layer(layer_name, op, tuple(inputs), dict(attrs or {}), where, len(self.layers))
         try:
+            layer.spec = op.resolve(layer)
             types = op.infer(layer)
         except DefinitionError:
             self._names.discard(layer_name)

@@ -129,7 +129,7 @@ def test_tensor_parallel_mlp(tokens, d_model, per_rank, gated, dtype, seed):
         )
         net.output(y, "y")
         out = net.run({"x": x})["y"]
-        assert [c.attrs["spec"].op for c in net.collectives] == ["all_reduce"] * (N > 1)
+        assert [c.spec.op for c in net.collectives] == ["all_reduce"] * (N > 1)
         close(out, expected, dtype)
 
 
@@ -163,7 +163,7 @@ def test_tensor_parallel_attention(heads_per_rank, head_dim, seq, d_model, causa
         )
         net.output(y, "y")
         out = net.run({"x": x})["y"]
-        assert [c.attrs["spec"].op for c in net.collectives] == ["all_reduce"] * (N > 1)
+        assert [c.spec.op for c in net.collectives] == ["all_reduce"] * (N > 1)
         close(out, expected, dtype)
 
 

@@ -27,6 +27,11 @@ class OpDef:
     #: True for ops whose output depends on other ranks (collectives).
     is_collective: bool = False
 
+    def resolve(self, layer: Layer) -> Any:
+        """Validated, normalized facts derived from ``layer.attrs`` (stored as ``layer.spec``
+        before :meth:`infer` runs); raise ``layer.fail``. Default: nothing to derive."""
+        return None
+
     def infer(self, layer: Layer) -> list[TensorType]:
         """Output types from ``layer.input_types`` and ``layer.attrs``; raise ``layer.fail``."""
         raise NotImplementedError

@@ -199,11 +199,11 @@ class Collective(OpDef):
     name = "collective"
     is_collective = True
 
-    def infer(self, layer: Layer) -> list[TensorType]:
+    def resolve(self, layer: Layer) -> CollectiveSpec:
+        """Check op, reduce, root and groups against the world; the rank's CollectiveSpec."""
         (x,) = layer.input_types
         a = layer.attrs
-        op, reduce, root = a["op"], a["reduce"], a["root"]
-        size, rank = a["world_size"], a["rank"]
+        op, size, rank = a["op"], a["world_size"], a["rank"]
         if op not in COLLECTIVE_OPS:
             raise layer.fail(f"unknown collective {op!r}; expected one of {COLLECTIVE_OPS}")
         if size is None:
@@ -216,57 +216,62 @@ class Collective(OpDef):
             raise layer.fail(f"collectives take {names}; got {x.dtype}")
         if x.rank == 0:
             raise layer.fail("collectives work on axis 0: input needs rank >= 1")
-        if isinstance(reduce, str):
-            reduce = reduce.lower()
-            if reduce == "none":
-                reduce = None
-        if op in REDUCING:
-            if reduce is None:
-                raise layer.fail(f"{op} needs a reduce op, one of {REDUCE_OPS}")
-            if reduce not in REDUCE_OPS:
-                raise layer.fail(f"unknown reduce op {reduce!r}; expected one of {REDUCE_OPS}")
-            if reduce == "avg" and not x.dtype.is_float:
-                raise layer.fail(
-                    f"reduce 'avg' needs a float input, got {x.dtype} (use sum and divide)"
-                )
-        elif reduce is not None:
-            raise layer.fail(f"{op} does not reduce: pass reduce=None, not {reduce!r}")
+        reduce = self._reduce_op(layer, op, a["reduce"], x.dtype)
         try:
             partition = normalize_groups(a["groups"], size)
         except ValueError as e:
             raise layer.fail(str(e)) from None
         group = next(g for g in partition if rank in g)
+        root = self._root(layer, op, a["root"], group)
+        return CollectiveSpec(op, reduce, root, group, partition)
+
+    @staticmethod
+    def _reduce_op(layer: Layer, op: str, reduce: Any, dtype: dtypes.DType) -> str | None:
+        if isinstance(reduce, str):
+            reduce = None if reduce.lower() == "none" else reduce.lower()
+        if op not in REDUCING:
+            if reduce is not None:
+                raise layer.fail(f"{op} does not reduce: pass reduce=None, not {reduce!r}")
+            return None
+        if reduce is None:
+            raise layer.fail(f"{op} needs a reduce op, one of {REDUCE_OPS}")
+        if reduce not in REDUCE_OPS:
+            raise layer.fail(f"unknown reduce op {reduce!r}; expected one of {REDUCE_OPS}")
+        if reduce == "avg" and not dtype.is_float:
+            raise layer.fail(f"reduce 'avg' needs a float input, got {dtype} (use sum and divide)")
+        return reduce
+
+    @staticmethod
+    def _root(layer: Layer, op: str, root: Any, group: tuple[int, ...]) -> int | None:
+        if op not in ROOTED:
+            if root not in (None, -1):
+                raise layer.fail(f"{op} has no root: pass root=None, not {root!r}")
+            return None
         n = len(group)
-        if op in ROOTED:
-            root = 0 if root is None else root
-            if (
-                isinstance(root, bool)
-                or not isinstance(root, (int, np.integer))
-                or not 0 <= root < n
-            ):
-                raise layer.fail(
-                    f"root {root} is outside the group {list(group)} (root is an index into "
-                    f"the rank's group, 0..{n - 1})"
-                )
-            root = int(root)
-        elif root not in (None, -1):
-            raise layer.fail(f"{op} has no root: pass root=None, not {root!r}")
-        else:
-            root = None
-        d0 = x.shape[0]
-        if op in SPLITTING and d0 is not None and d0 % n:
+        root = 0 if root is None else root
+        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < n:
             raise layer.fail(
-                f"{op} splits axis 0 of size {d0} into {n} chunks (the size of group "
-                f"{list(group)}): {d0} is not divisible by {n}"
+                f"root {root} is outside the group {list(group)} (root is an index into "
+                f"the rank's group, 0..{n - 1})"
             )
-        layer.attrs["spec"] = CollectiveSpec(op, reduce, root, group, partition)
-        return [TensorType(output_shape(op, x.shape, n), x.dtype)]
+        return int(root)
+
+    def infer(self, layer: Layer) -> list[TensorType]:
+        (x,) = layer.input_types
+        spec: CollectiveSpec = layer.spec
+        d0, n = x.shape[0], spec.n
+        if spec.op in SPLITTING and d0 is not None and d0 % n:
+            raise layer.fail(
+                f"{spec.op} splits axis 0 of size {d0} into {n} chunks (the size of group "
+                f"{list(spec.group)}): {d0} is not divisible by {n}"
+            )
+        return [TensorType(output_shape(spec.op, x.shape, n), x.dtype)]
 
     def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
         return [ctx.collective(layer, inputs[0])]
 
     def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
-        spec: CollectiveSpec = layer.attrs["spec"]
+        spec: CollectiveSpec = layer.spec
         if spec.n == 1:  # world-size-1 collectives are reported to crash TensorRT: skip
             return [b.out(b.network.add_identity(inputs[0]), layer)]
         op = b.enum("CollectiveOperation", spec.op)
@@ -279,7 +284,7 @@ class Collective(OpDef):
         return [b.out(lay, layer)]
 
     def describe(self, layer: Layer) -> str:
-        spec: CollectiveSpec | None = layer.attrs.get("spec")
+        spec: CollectiveSpec | None = layer.spec
         if spec is None:
             return layer.attrs["op"]
         parts = [spec.op]
@@ -293,7 +298,7 @@ class Collective(OpDef):
 
     def fingerprint(self, layer: Layer, shape: tuple | None = None) -> tuple:
         """What ranks must agree on before running this collective."""
-        spec: CollectiveSpec = layer.attrs["spec"]
+        spec: CollectiveSpec = layer.spec
         t = layer.input_types[0]
         return (
             spec.op,

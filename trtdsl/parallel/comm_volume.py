@@ -147,7 +147,7 @@ def measure_comm_volume(network: Network) -> CommReport:
     rows = []
     sent = recv = Fraction(0)
     for layer in network.collectives:
-        spec = layer.attrs["spec"]
+        spec = layer.spec
         ty = layer.input_types[0]
         numel = ty.numel()
         if numel is None:

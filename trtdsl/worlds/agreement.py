@@ -100,7 +100,7 @@ def agree_on_collective(
             f"rank {world.rank}: ranks disagree at run time on collective '{layer.name}' "
             f"(defined at {layer.where}):\n" + _report(entries)
         )
-    check_split(layer.attrs["spec"], [e[2][5] for e in entries], layer)
+    check_split(layer.spec, [e[2][5] for e in entries], layer)
     return [g[1] for g in gathered]
 
 

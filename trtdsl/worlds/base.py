@@ -37,7 +37,7 @@ class World:
 
     def collective(self, layer: Any, x: np.ndarray) -> np.ndarray:
         """Run one collective layer (NumPy semantics) by exchanging every rank's input."""
-        spec = layer.attrs["spec"]
+        spec = layer.spec
         x = np.asarray(x)
         inputs = agree_on_collective(self, layer, x.shape, payload=x)
         outs = simulate(spec, [inputs[r] for r in spec.group])

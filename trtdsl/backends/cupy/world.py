@@ -47,7 +47,7 @@ class NcclWorld(MPIWorld):
 
     def collective(self, layer: Any, x: Any) -> Any:
         cp = _cupy()
-        spec: CollectiveSpec = layer.attrs["spec"]
+        spec: CollectiveSpec = layer.spec
         if self.check_each:  # agree over MPI before NCCL runs, so a mismatch cannot hang
             agree_on_collective(self, layer, x.shape)
         x = cp.ascontiguousarray(x)

@@ -22,7 +22,7 @@ from .module import import_tensorrt
 def needs_communicator(net: Any) -> bool:
     """True if some collective of ``net`` spans more than one rank (lowered as a real
     IDistCollectiveLayer, so the context needs an NCCL communicator)."""
-    return any(layer.attrs["spec"].n > 1 for layer in net.collectives)
+    return any(layer.spec.n > 1 for layer in net.collectives)
 
 
 def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, np.ndarray]:
