@@ -8,22 +8,84 @@ stated here once.
 from __future__ import annotations
 
 import math
+import os
 
 import ml_dtypes
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 
-#: Hypothesis settings that keep a test file fast on a 2-core CI machine and reproducible.
-FAST = settings(
-    max_examples=30,
-    deadline=None,
-    derandomize=True,
+# -- Hypothesis profiles ------------------------------------------------------------------------
+# Loaded here, before any settings object below is made (a settings object takes the values it
+# does not set from the profile loaded when it is made). tests/conftest.py and
+# tests/mpi/conftest.py import this module first; they also pick the run's seed and print it.
+#
+#   ci        (default; HYPOTHESIS_PROFILE unset or "ci"): a new random seed every run (printed
+#             with a one-line reproduction command), few examples, a per-example deadline, so
+#             `bash tools/run_tests.sh` stays around two minutes on two cores.
+#   thorough  (HYPOTHESIS_PROFILE=thorough): >= 1000 examples for every collective op x dtype
+#             (see test_collectives_inprocess.py / tests/mpi), 10x the ci examples elsewhere,
+#             no deadline.
+#
+# Neither uses the example database: under MPI every rank must draw the same examples, which
+# only the (broadcast) seed guarantees, and a failure is reproduced from the printed seed.
+PROFILES = ("ci", "thorough")
+settings.register_profile(
+    "ci",
+    derandomize=False,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    deadline=10_000,  # ms per example: a hung or pathologically slow example fails the test
+    max_examples=20,
+    print_blob=True,
 )
+settings.register_profile(
+    "thorough",
+    derandomize=False,
+    database=None,
+    deadline=None,
+    max_examples=200,
+    print_blob=True,
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci") or "ci"
+if PROFILE not in PROFILES:
+    raise RuntimeError(f"HYPOTHESIS_PROFILE={PROFILE!r}: choose one of {', '.join(PROFILES)}")
+settings.load_profile(PROFILE)
+THOROUGH = PROFILE == "thorough"
+
+
+#: The run's seed (set by the conftests: ``--hypothesis-seed`` or a random one, rank 0's under
+#: MPI) and the MPI job size, for the reproduction command they print.
+RUN: dict = {"seed": None, "mpi_size": None}
+
+
+def choose_seed(given: object = None) -> int:
+    """``given`` (the ``--hypothesis-seed`` option) as an int, or a new random seed."""
+    import random
+
+    return int(given) if given is not None else random.SystemRandom().randrange(2**32)
+
+
+def set_seed(seed: int, mpi_size: int | None = None) -> None:
+    """Force ``seed`` on every Hypothesis test of this process."""
+    from hypothesis import core
+
+    core.global_force_seed = seed
+    RUN["seed"], RUN["mpi_size"] = seed, mpi_size
+
+
+def examples(ci: int, thorough: int | None = None) -> int:
+    """``max_examples`` for a test: ``ci`` under the ci profile, ``thorough`` (default 10x)
+    under the thorough one."""
+    if not THOROUGH:
+        return ci
+    return 10 * ci if thorough is None else thorough
+
+
+#: Hypothesis settings for the op tests (the profile gives derandomize, database, deadline).
+#: ``too_slow``/``data_too_large`` stay enabled: the strategies draw small shapes.
+FAST = settings(max_examples=examples(30))
 #: Fewer examples, for tests that are parametrized many times over.
-QUICK = settings(FAST, max_examples=15)
+QUICK = settings(FAST, max_examples=examples(15))
 
 FLOATS = ("float32", "float16")
 FLOATS_BF16 = ("float32", "float16", "bfloat16")
@@ -155,12 +217,7 @@ erf64 = np.vectorize(math.erf, otypes=[np.float64])
 
 
 # -- parallel blocks (tests/test_parallel_linear.py, tests/test_parallel_mlp_attention.py) ----
-PARALLEL_SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+PARALLEL_SETTINGS = settings(max_examples=examples(40))
 #: Block outputs vs float64 on one rank (every layer rounds to the 16-bit type; values O(1)).
 PARALLEL_TOL = {
     "float32": {"rtol": 1e-4, "atol": 1e-4},

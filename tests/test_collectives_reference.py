@@ -18,6 +18,11 @@ from hypothesis import strategies as st
 
 import trtdsl as td
 
+try:  # tests/ is on sys.path (tests/conftest.py, tests/mpi/conftest.py)
+    from strategies import np_dtype
+except ImportError:  # pragma: no cover
+    from tests.strategies import np_dtype
+
 OPS = (
     "all_reduce",
     "broadcast",
@@ -29,12 +34,16 @@ OPS = (
     "scatter",
 )
 REDUCES = ("sum", "prod", "min", "max", "avg")
-DTYPES = ("float32", "float16", "int32")
+#: Every dtype the DSL accepts for a collective (checked against the library below).
+DTYPES = ("float32", "float16", "bfloat16", "int8", "int32", "int64")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 REDUCING = {"all_reduce", "reduce", "reduce_scatter"}
 ROOTED = {"broadcast", "reduce", "gather", "scatter"}
 SPLITTING = {"reduce_scatter", "all_to_all", "scatter"}
 #: (op, reduce) pairs, every op with every reduce op and with None: invalid pairs included.
 OP_REDUCE = [(op, red) for op in OPS for red in (None, *REDUCES)]
+#: What a property test draws the reduce op from (None and the invalid ones included).
+REDUCE_CHOICES = (None, *REDUCES)
 UNDEFINED = None  # the expected value of an output the collective leaves undefined
 
 
@@ -48,9 +57,14 @@ def partition_of(groups: Any, size: int) -> list[list[int]]:
     return [list(g) for g in groups]
 
 
+def _wide(x: np.ndarray) -> np.ndarray:
+    """int64 for integer inputs, float64 otherwise (bfloat16's NumPy kind is 'V', not 'f')."""
+    return x.astype(np.int64 if x.dtype.kind in "iu" else np.float64)
+
+
 def _combine(xs: list[np.ndarray], how: str) -> np.ndarray:
     """Element-wise reduction in float64 / int64, one rank after another."""
-    wide = [x.astype(np.float64 if x.dtype.kind == "f" else np.int64) for x in xs]
+    wide = [_wide(x) for x in xs]
     acc = wide[0].copy()
     for x in wide[1:]:
         if how in ("sum", "avg"):
@@ -75,11 +89,10 @@ def expected_outputs(
         xs = [inputs[r] for r in group]
         n = len(group)
         for i, r in enumerate(group):
-            mine = xs[i]
             if op == "all_reduce":
                 out[r] = _combine(xs, how)
             elif op == "broadcast":
-                out[r] = xs[root].astype(np.float64 if mine.dtype.kind == "f" else np.int64)
+                out[r] = _wide(xs[root])
             elif op == "reduce":
                 out[r] = _combine(xs, how) if i == root else UNDEFINED
             elif op == "all_gather":
@@ -107,7 +120,7 @@ def expected_errors(case: dict, size: int) -> list[list[str]]:
         common.append("needs a reduce op")
     if op not in REDUCING and how is not None:
         common.append("does not reduce")
-    if how == "avg" and dtype == "int32" and op in REDUCING:
+    if how == "avg" and dtype not in FLOAT_DTYPES and op in REDUCING:
         common.append("'avg' needs a float")
     out = []
     for r in range(size):
@@ -121,37 +134,55 @@ def expected_errors(case: dict, size: int) -> list[list[str]]:
     return out
 
 
-def make_inputs(seed: int, size: int, shape: tuple, dtype: str) -> list[np.ndarray]:
-    """Every rank's input, the same on every rank for a seed: no zeros, magnitudes 0.5..2
-    (floats) or 1..5 (ints), random signs."""
+def make_inputs(
+    seed: int, size: int, shape: tuple, dtype: str, how: str | None = None
+) -> list[np.ndarray]:
+    """Every rank's input, the same on every rank for a seed: no zeros, random signs.
+
+    Floats: magnitudes 0.5..2, rounded to the dtype. int8/int32: magnitudes 1..5 (1..3 for
+    int8, so a product of 4 ranks fits). int64: magnitudes up to 2**58 with random low bits
+    (a reduction through float64 would lose them), up to 2**15 for a product.
+    """
     rng = np.random.default_rng(seed)
     xs = []
     for _ in range(size):
         sign = rng.choice([-1, 1], size=shape)
-        if dtype == "int32":
-            xs.append((sign * rng.integers(1, 6, size=shape)).astype(np.int32))
+        if dtype in FLOAT_DTYPES:
+            xs.append((sign * rng.uniform(0.5, 2.0, size=shape)).astype(np_dtype(dtype)))
+        elif dtype == "int64":
+            top = 2**15 if how == "prod" else 2**58
+            xs.append((sign * rng.integers(1, top, size=shape, dtype=np.int64)).astype(np.int64))
         else:
-            xs.append((sign * rng.uniform(0.5, 2.0, size=shape)).astype(dtype))
+            top = 4 if dtype == "int8" else 6
+            xs.append((sign * rng.integers(1, top, size=shape)).astype(np_dtype(dtype)))
     return xs
+
+
+#: Float tolerances: the library reduces 16-bit floats in float32 and rounds once (half an ulp:
+#: 4.9e-4 relative for float16, 3.9e-3 for bfloat16); float32 reduces in float32.
+FLOAT_TOL = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1e-2}
 
 
 def compare(out: np.ndarray, expected: Any, dtype: str, shape: tuple) -> str | None:
     """None if ``out`` matches, else a message."""
-    if out.dtype != np.dtype(dtype):
+    if out.dtype != np_dtype(dtype):
         return f"dtype {out.dtype}, expected {dtype}"
     if expected is UNDEFINED:
         if tuple(out.shape) != tuple(shape):
             return f"undefined output has shape {out.shape}, expected {shape}"
-        poisoned = np.isnan(out) if dtype != "int32" else out == np.iinfo(np.int32).min
+        if dtype in FLOAT_DTYPES:
+            poisoned = np.isnan(out.astype(np.float64))
+        else:
+            poisoned = out == np.iinfo(np_dtype(dtype)).min
         return None if poisoned.all() else f"undefined output is not poisoned: {out}"
     if tuple(out.shape) != tuple(expected.shape):
         return f"shape {out.shape}, expected {expected.shape}"
-    if dtype == "int32":
-        ok = np.array_equal(out.astype(np.int64), expected)
-    else:
-        tol = 2e-3 if dtype == "float16" else 1e-5
-        ok = np.allclose(out.astype(np.float64), expected, rtol=tol, atol=tol)
-    return None if ok else f"got\n{out}\nexpected\n{expected}"
+    if dtype in FLOAT_DTYPES:
+        tol = FLOAT_TOL[dtype]
+        ok = np.allclose(out.astype(np.float64), _wide(expected), rtol=tol, atol=tol)
+    else:  # exact, compared as Python ints (no float64 on the way)
+        ok = out.astype(np.int64).tolist() == np.asarray(expected, np.int64).tolist()
+    return None if ok else f"got\n{out!r}\nexpected\n{expected!r}"
 
 
 def output_shape(case: dict, group_size: int) -> tuple:
@@ -214,7 +245,7 @@ def run_rank(world: Any, case: dict) -> str | None:
     group = next(g for g in partition if rank in g)
     if y.type.shape != output_shape(case, len(group)):
         return f"inferred shape {y.type.shape}, expected {output_shape(case, len(group))}"
-    inputs = make_inputs(case["seed"], size, case["shape"], case["dtype"])
+    inputs = make_inputs(case["seed"], size, case["shape"], case["dtype"], case["reduce"])
     out = net.run({"x": inputs[rank]})["y"]
     root = case["root"] if case["op"] in ROOTED else None
     expected = expected_outputs(case["op"], case["reduce"], root, partition, inputs)[rank]
@@ -274,6 +305,19 @@ def cases(draw: Any, op: str, how: str | None, dtype: str, size: int) -> dict:
 
 
 # -- the reference checked on hand-worked examples ---------------------------------------------
+def test_dtypes_are_every_dtype_the_dsl_accepts_for_collectives():
+    from trtdsl.ops.collective import ALLOWED_DTYPES
+
+    assert sorted(DTYPES) == sorted(d.name for d in ALLOWED_DTYPES)
+
+
+def test_int64_inputs_need_more_than_float64():
+    xs = make_inputs(7, 4, (64,), "int64", "sum")
+    wide = expected_outputs("all_reduce", "sum", None, [[0, 1, 2, 3]], xs)[0]
+    assert (wide.astype(np.float64).astype(np.int64) != wide).any()
+    assert compare(wide.astype(np.float64).astype(np.int64), wide, "int64", (64,)) is not None
+
+
 A = [np.array([[1], [2]]), np.array([[10], [20]])]  # two ranks, shape (2, 1)
 
 

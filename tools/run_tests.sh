@@ -19,6 +19,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac  # absolute or relative to the repository
 SIZES="${TRTDSL_MPI_SIZES:-2 4}"
 
 # -- the environment ----------------------------------------------------------------------
@@ -26,7 +27,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV"
     "$PYTHON" -m venv "$VENV" || { echo "error: cannot create a venv with $PYTHON" >&2; exit 2; }
 fi
-PY="$ROOT/$VENV/bin/python"
+PY="$VENV/bin/python"
 stamp="$VENV/.trtdsl-install-stamp"
 want="$(cat pyproject.toml | "$PY" -c 'import hashlib,sys; print(hashlib.sha1(sys.stdin.buffer.read()).hexdigest())')"
 if [ "${TRTDSL_SKIP_INSTALL:-0}" != 1 ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -35,7 +36,7 @@ if [ "${TRTDSL_SKIP_INSTALL:-0}" != 1 ] && [ "$(cat "$stamp" 2>/dev/null)" != "$
     "$PY" -m pip install -q -e ".[test]" || { echo "error: pip install failed" >&2; exit 2; }
     echo "$want" >"$stamp"
 fi
-MPIEXEC="$ROOT/$VENV/bin/mpiexec"
+MPIEXEC="$VENV/bin/mpiexec"
 [ -x "$MPIEXEC" ] || MPIEXEC="$(command -v mpiexec || true)"
 
 # Open MPI as root in a container, on one host: allow root, shared memory and loopback only

@@ -10,6 +10,10 @@ when a test hangs.
 A plain ``python -m pytest`` (no mpiexec) skips this directory: the tests here only make sense
 with several ranks. Naming the directory explicitly (``python -m pytest tests/mpi``) runs them
 as a world of one rank, for debugging.
+
+Hypothesis: the profile (``HYPOTHESIS_PROFILE``, default ``ci``) is loaded by
+``tests/strategies.py``; rank 0's seed is broadcast to every rank before the first test, and
+rank 0 prints it with the command that reproduces the run.
 """
 
 from __future__ import annotations
@@ -46,7 +50,20 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True
 
 
+def _share_the_seed(config: pytest.Config) -> None:
+    """Every rank draws from rank 0's Hypothesis seed (``--hypothesis-seed`` or a random one),
+    so every rank runs the same examples (the profiles come from tests/strategies.py; a copy
+    of this file elsewhere, without it, leaves Hypothesis as the tests configure it)."""
+    try:
+        import strategies
+    except ImportError:
+        return
+    seed = strategies.choose_seed(config.getoption("hypothesis_seed", None))
+    strategies.set_seed(mpi.shared_seed(seed), mpi.size())
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     if mpi.under_mpiexec() and not config.pluginmanager.has_plugin("trtdsl-mpi"):
+        _share_the_seed(config)
         config.pluginmanager.register(mpi.MPIPlugin(config), "trtdsl-mpi")

@@ -3,9 +3,10 @@ against plain NumPy float64 on the full weights / full sequence, as the in-proce
 
 Run: ``mpiexec -n 2 python -m pytest -q -p no:cacheprovider tests/mpi`` (also ``-n 3``,
 ``-n 4``; as root add ``--oversubscribe`` and OMPI_ALLOW_RUN_AS_ROOT=1
-OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Hypothesis is derandomized (no database), so every rank draws
-the same examples, and each example runs inside :func:`trtdsl.testing.mpi.together`: a failure
-on any rank (including one while others wait in a collective) fails every rank alike.
+OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Every rank draws from rank 0's seed (no database; see
+tests/mpi/conftest.py), so every rank draws the same examples, and each example runs inside
+:func:`trtdsl.testing.mpi.together`: a failure on any rank (including one while others wait
+in a collective) fails every rank alike.
 
 Tolerances: float32 rtol = atol = 1e-4; float16 rtol = atol = 2e-2.
 """
@@ -16,8 +17,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import examples
 
 import trtdsl as td
 from trtdsl import parallel as P
@@ -28,13 +30,7 @@ RANK = mpi.rank()
 
 pytestmark = pytest.mark.mpi
 
-SETTINGS = settings(
-    max_examples=12,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+SETTINGS = settings(max_examples=examples(12), print_blob=False)
 TOL = {"float32": {"rtol": 1e-4, "atol": 1e-4}, "float16": {"rtol": 2e-2, "atol": 2e-2}}
 DTYPES = st.sampled_from(["float32", "float16"])
 

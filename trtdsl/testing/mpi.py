@@ -9,6 +9,7 @@ every rank so that it shrinks the same way everywhere. This module gives:
 - :func:`together` - a block whose exception on any rank becomes that AssertionError on every
   rank (and first tells the others, so a rank stuck in a collective stops waiting);
 - :func:`barrier` and :func:`allgather` - with a timeout that ends the job with a report;
+- :func:`shared_seed` - rank 0's Hypothesis seed on every rank (the ranks draw alike);
 - :class:`MPIPlugin` - the pytest plugin ``tests/mpi/conftest.py`` registers: rank 0 alone
   prints the terminal output (with the other ranks' failures, labelled with their rank), test
   outcomes are compared after every test (ranks that disagree end the job with the failing
@@ -177,6 +178,15 @@ def together(what: str = "block") -> Iterator[None]:
         assert_all_ranks(False, text, what)
     else:
         assert_all_ranks(True, "", what)
+
+
+def shared_seed(seed: int, timeout: float | None = None) -> int:
+    """Rank 0's ``seed``, on every rank: under mpiexec every rank must draw the same Hypothesis
+    examples. Collective (call it at the same point on every rank, before any test); a rank
+    that does not come within ``timeout`` (default ``TRTDSL_MPI_SYNC_TIMEOUT``) ends the job."""
+    t = sync_timeout() if timeout is None else timeout
+    what = "sharing the Hypothesis seed"
+    return timed_allgather(world_comm(), int(seed), t, what, abort, notices=False)[0]
 
 
 # -- the pytest plugin ---------------------------------------------------------------------
