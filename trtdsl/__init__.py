@@ -22,7 +22,7 @@ from .functional import concat, select, where
 from .network import Network
 from .ops.collective import COLLECTIVE_OPS, REDUCE_OPS
 from .tensor import Tensor
-from .worlds import InProcessWorld, MPIWorld, StaticWorld, World
+from .worlds import InProcessWorld, MPIWorld, StaticWorld, World, world_from_env
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,7 @@ __all__ = [
     "StaticWorld",
     "InProcessWorld",
     "MPIWorld",
+    "world_from_env",
     "COLLECTIVE_OPS",
     "REDUCE_OPS",
 ]

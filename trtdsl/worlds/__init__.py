@@ -5,6 +5,11 @@
 - :class:`InProcessWorld` - a launcher: ``run(fn)`` calls ``fn(world)`` on N threads, each with
   its own :class:`ThreadWorld` (fast tests, simulated ranks).
 - :class:`MPIWorld` - one rank per process under ``mpiexec -n N`` (mpi4py).
+- :class:`SocketWorld`, :class:`FileWorld` - one rank per process without MPI: ranks meet over
+  TCP (torchrun, srun) or through files (TensorRT's ``TRT_NCCL_ID_FILE``); plain-JSON messages
+  with a job token (:mod:`trtdsl.worlds.wire`).
+- :func:`world_from_env` - the world this process belongs to, from the launcher's variables
+  (MPI, torchrun, Slurm, ``TRT_*``, else one rank); see docs/launching.md.
 
 No rank ever waits forever:
 
@@ -30,6 +35,8 @@ No rank ever waits forever:
 
 from .agreement import Entry, agree_on_collective, check_split, first_mismatch
 from .base import StaticWorld, World
+from .env import Launch, detect_launch, local_rank_from_env, world_from_env
+from .files import FileWorld
 from .inprocess import InProcessWorld, ThreadWorld
 from .mpi import MPIWorld
 from .notices import (
@@ -42,6 +49,8 @@ from .notices import (
     wait_request,
     world_broken,
 )
+from .rendezvous import RendezvousError, SocketWorld
+from .wire import ChannelWorld, WireError
 
 __all__ = [
     "World",
@@ -49,6 +58,15 @@ __all__ = [
     "InProcessWorld",
     "ThreadWorld",
     "MPIWorld",
+    "ChannelWorld",
+    "SocketWorld",
+    "FileWorld",
+    "world_from_env",
+    "detect_launch",
+    "Launch",
+    "local_rank_from_env",
+    "RendezvousError",
+    "WireError",
     "Entry",
     "agree_on_collective",
     "check_split",
