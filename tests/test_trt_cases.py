@@ -216,6 +216,55 @@ def _rms_norm(rng):
     return net, {"x": rand(rng, (5, 8))}
 
 
+# --- attention -----------------------------------------------------------------------------
+def _attention_case(dtype: str, **kw: Any) -> Callable[..., Any]:
+    """IAttention (4-D and 3-D inputs, causal kinds, masks) or the primitive-layer lowering
+    (log-sum-exp, mask with causal)."""
+
+    def make(rng: np.random.Generator):
+        net = td.Network(f"attention_{dtype}")
+        rank4 = kw.get("rank4", False)
+        lead = (2, 3) if rank4 else (3,)
+        s_q, s_k = kw.get("s_q", 6), kw.get("s_k", 6)
+        q = net.input("q", lead + (s_q, 8), dtype)
+        k = net.input("k", lead + (s_k, 8), dtype)
+        v = net.input("v", lead + (s_k, kw.get("d_v", 8)), dtype)
+        mask = kw.get("mask")
+        if mask == "bool":
+            mask = rng.random((s_q, s_k)) < 0.7
+            mask[:, 0] = True  # every query row sees a key
+        elif mask == "additive":
+            mask = rand(rng, (s_q, s_k), dtype)
+        args = {k_: v_ for k_, v_ in kw.items() if k_ in ("causal", "q_offset", "k_offset")}
+        out = F.attention(q, k, v, mask=mask, return_lse=kw.get("lse", False), **args)
+        if kw.get("lse"):
+            net.output(out[0], "o")
+            net.output(out[1], "lse")
+        else:
+            net.output(out, "o")
+        feeds = {n: rand(rng, t.shape, dtype) for n, t in net.inputs.items()}
+        return net, feeds
+
+    return make
+
+
+for _dt in ("float32", "float16"):
+    _tol = 1e-4 if _dt == "float32" else 2e-2
+    for _label, _kw in (
+        ("full", {}),
+        ("full_4d", {"rank4": True}),
+        ("causal_upper_left", {"causal": True}),
+        ("causal_lower_right", {"causal": True, "s_q": 4, "s_k": 6, "q_offset": 2}),
+        ("causal_offsets", {"causal": True, "q_offset": 6, "k_offset": 3}),
+        ("bool_mask", {"mask": "bool"}),
+        ("additive_mask", {"mask": "additive"}),
+        ("lse", {"lse": True, "causal": True, "q_offset": 2}),
+        ("lse_mask_causal", {"lse": True, "causal": True, "mask": "bool"}),
+        ("value_head_dim", {"d_v": 4}),
+    ):
+        CASES.append(Case(f"attention_{_label}_{_dt}", _attention_case(_dt, **_kw), _tol, _tol))
+
+
 # --- data movement -------------------------------------------------------------------------
 @case("reshape", rtol=0, atol=0)
 def _reshape(rng):

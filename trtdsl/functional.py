@@ -8,6 +8,7 @@ methods. Each is declared once, beside its op, in :mod:`trtdsl.ops` (``@public``
 >>> y = F.softmax(F.matmul(x, np.ones((3, 3), "float32")), axis=-1, name="probs")
 """
 
+from .ops.attention import attention
 from .ops.collective import (
     all_gather,
     all_reduce,
@@ -88,6 +89,7 @@ from .ops.shape_ops import (
 )
 
 __all__ = [
+    "attention",
     "collective",
     "all_reduce",
     "broadcast",

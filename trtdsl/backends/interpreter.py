@@ -36,6 +36,11 @@ class RunContext:
 
         return erf_numpy(x)
 
+    def fused_attention(self, layer: Layer, inputs: list[Any]) -> list[Any] | None:
+        """Outputs of an attention layer from a fused kernel, or None to run the reference
+        (the numpy backend has none)."""
+        return None
+
     def collective(self, layer: Layer, x: Any) -> Any:
         if self.world is None:
             raise self.error(layer, "the network has no world to run collectives in")
@@ -88,37 +93,80 @@ def _check_output(ctx: RunContext, layer: Layer, i: int, value: Any, ty: TensorT
         )
 
 
+class Program:
+    """A network compiled for repeated runs: the layer list with each layer's bound reference,
+    value slots instead of dict lookups, and the dead-value schedule (which slots to drop after
+    each layer), all computed once.
+
+    ``execute(ctx, feeds, check=True)`` runs it; with ``check=False`` the per-layer output
+    check is skipped (for input signatures that already ran checked: shapes are a function of
+    the input shapes). ``keep_all=True`` keeps every value alive (CUDA graph capture).
+    """
+
+    def __init__(self, network: Any) -> None:
+        self.network = network
+        slot: dict[int, int] = {}
+        for layer in network.layers:
+            for t in layer.outputs:
+                slot[id(t)] = len(slot)
+        self.nslots = len(slot)
+        keep = {slot[id(t)] for t in network.outputs.values()}
+        last_use: dict[int, int] = {}
+        for layer in network.layers:
+            for t in layer.inputs:
+                last_use[slot[id(t)]] = layer.index
+        #: (layer, reference, input slots, output slots, slots to free after the layer)
+        self.steps: list[tuple[Layer, Any, tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = []
+        for layer in network.layers:
+            ins = tuple(slot[id(t)] for t in layer.inputs)
+            outs = tuple(
+                slot[id(t)] if (slot[id(t)] in keep or slot[id(t)] in last_use) else -1
+                for t in layer.outputs
+            )
+            free = tuple(
+                sorted({s for s in ins if last_use.get(s) == layer.index and s not in keep})
+            )
+            self.steps.append((layer, layer.op.reference, ins, outs, free))
+        self.outputs = [(name, slot[id(t)]) for name, t in network.outputs.items()]
+
+    def execute(
+        self, ctx: RunContext, check: bool = True, keep_all: bool = False
+    ) -> dict[str, Any]:
+        """Evaluate every layer; return the marked outputs by name (not yet copied)."""
+        values: list[Any] = [None] * self.nslots
+        asarray = ctx.asarray
+        for layer, ref, ins, outs, free in self.steps:
+            args = [values[s] for s in ins]
+            try:
+                results = ref(layer, args, ctx)
+            except ExecutionError:
+                raise
+            except (ValueError, IndexError, TypeError, FloatingPointError) as e:
+                raise ctx.error(
+                    layer, f"{type(e).__name__}: {e} (inputs: {[tuple(a.shape) for a in args]})"
+                ) from e
+            for i, (s, v) in enumerate(zip(outs, results)):
+                if check:
+                    v = asarray(v)  # NumPy returns scalars, not 0-d arrays, from some 0-d ops
+                    _check_output(ctx, layer, i, v, layer.outputs[i].type)
+                elif not hasattr(v, "dtype") or not hasattr(v, "flags"):
+                    v = asarray(v)
+                if s >= 0:
+                    values[s] = v
+            del args
+            if not keep_all:
+                for s in free:
+                    values[s] = None
+        self.values = values if keep_all else None
+        return {name: values[s] for name, s in self.outputs}
+
+
 def interpret(network: Any, ctx: RunContext) -> dict[str, Any]:
     """Evaluate every layer; return the marked outputs by name."""
     if network.world is not None and network.world.size > 1:
         network.world.agree(network.collective_fingerprint())
-    # Free each intermediate after its last use, so long sequences fit in memory.
-    keep = {id(t) for t in network.outputs.values()}
-    last_use: dict[int, int] = {}
-    for layer in network.layers:
-        for t in layer.inputs:
-            last_use[id(t)] = layer.index
-    values: dict[int, Any] = {}
-    for layer in network.layers:
-        args = [values[id(t)] for t in layer.inputs]
-        try:
-            outs = layer.op.reference(layer, args, ctx)
-        except ExecutionError:
-            raise
-        except (ValueError, IndexError, TypeError, FloatingPointError) as e:
-            raise ctx.error(
-                layer, f"{type(e).__name__}: {e} (inputs: {[tuple(a.shape) for a in args]})"
-            ) from e
-        for i, (t, v) in enumerate(zip(layer.outputs, outs)):
-            v = ctx.asarray(v)  # NumPy returns scalars, not 0-d arrays, from some 0-d ops
-            _check_output(ctx, layer, i, v, t.type)
-            if id(t) in keep or id(t) in last_use:
-                values[id(t)] = v
-        del args
-        for t in layer.inputs:
-            if last_use.get(id(t)) == layer.index and id(t) not in keep:
-                values.pop(id(t), None)
-    return {name: _owned(values[id(t)], ctx) for name, t in network.outputs.items()}
+    outs = Program(network).execute(ctx)
+    return {name: _owned(v, ctx) for name, v in outs.items()}
 
 
 def _owned(v: Any, ctx: RunContext) -> Any:

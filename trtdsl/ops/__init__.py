@@ -3,6 +3,7 @@ reference, TensorRT lowering) and the public builder functions (``@public``), fr
 :mod:`trtdsl.functional`, the :class:`~trtdsl.Tensor` methods and ``docs/api.md`` come."""
 
 from .api import REGISTRY, PublicOp, public
+from .attention import ATTENTION
 from .base import OpDef
 from .collective import COLLECTIVE, COLLECTIVE_OPS, REDUCE_OPS
 from .elementwise import ACTIVATION, ACTIVATIONS, BINARY_OPS, ELEMENTWISE, UNARY, UNARY_OPS
@@ -30,6 +31,7 @@ ALL_OPS: tuple[OpDef, ...] = (
     REDUCE,
     NORMALIZATION,
     COLLECTIVE,
+    ATTENTION,
 )
 
 __all__ = [

@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from ..dtypes import DType
-from ..functional import add, concat, matmul, mul, reshape, softmax, split, transpose
+from ..functional import add, attention, concat, matmul, reshape, split, transpose
 from ..tensor import Tensor
 from ._common import as_weight, check_static, coords, fail, sub
 from .linear import row_parallel_linear
@@ -65,13 +65,13 @@ def scaled_dot_product_attention(
     q_chunk: int | None = None,
     name: str | None = None,
 ) -> Tensor:
-    """``softmax(q @ k^T * scale + mask) @ v`` over ``[..., seq, head_dim]`` tensors.
+    """``softmax(q @ k^T * scale + mask) @ v`` over ``[..., heads, seq, head_dim]`` tensors:
+    one fused attention layer (:func:`trtdsl.functional.attention`, TensorRT's IAttention).
 
-    ``causal``: query ``q_offset+i`` sees keys up to its own position (``k_offset+j``), a
-    constant additive mask with a large finite negative value. ``scale`` defaults to
-    ``1/sqrt(head_dim)``. The softmax subtracts the row maximum (stable). ``q_chunk``: process
-    the queries in static chunks of that many rows (scores held: ``q_chunk x seq_k`` per head
-    instead of ``seq_q x seq_k``), for long sequences.
+    ``causal``: query ``q_offset+i`` sees keys up to its own position (``k_offset+j``).
+    ``scale`` defaults to ``1/sqrt(head_dim)``. ``q_chunk``: split the queries into static
+    chunks of that many rows, one attention layer each (the fused op already bounds the
+    scores it holds; chunks remain useful to pipeline or shard work).
 
     >>> out = scaled_dot_product_attention(q, k, v, causal=True)      # doctest: +SKIP
     """
@@ -105,15 +105,12 @@ def scaled_dot_product_attention(
             )
             start += size
         return concat(outs, axis=-2, name=sub(name, "q_chunks_out"))
-    s = matmul(q, k, transpose_b=True, name=sub(name, "scores"))
-    s = mul(s, float(scale), name=sub(name, "scale"))
     if causal:
         check_static(q, (-2,), "causal attention (queries)")
         check_static(k, (-2,), "causal attention (keys)")
-        m = causal_mask(q.shape[-2], k.shape[-2], q.dtype, q_offset, k_offset)
-        s = add(s, q.network.constant(m, name=sub(name, "causal_mask")), name=sub(name, "mask"))
-    p = softmax(s, axis=-1, name=sub(name, "softmax"))
-    return matmul(p, v, name=sub(name, "context"))
+    return attention(
+        q, k, v, causal=causal, scale=scale, q_offset=q_offset, k_offset=k_offset, name=name
+    )
 
 
 def _heads_first(x: Tensor, heads: int, head_dim: int, name: str | None) -> Tensor:

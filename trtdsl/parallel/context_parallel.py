@@ -33,7 +33,7 @@ from .. import dtypes
 from .. import functional as F
 from ..tensor import Tensor
 from ._common import coords, fail, sub
-from .attention import causal_mask, default_scale, scaled_dot_product_attention
+from .attention import default_scale, scaled_dot_product_attention
 
 
 class ContextParallelAttention:
@@ -139,14 +139,13 @@ class RingAttention(ContextParallelAttention):
 
     TensorRT has no send/recv, so the ring's N-1 neighbour exchanges become N broadcasts: at
     step ``t`` rank ``t`` broadcasts its (packed) K/V block and every rank attends to it. A rank
-    holds one received K/V block at a time, never the full K/V. Per block it computes the row
-    max ``m_b``, ``l_b = sum(exp(s - m_b))`` and ``o_b = exp(s - m_b) @ v`` and merges into the
-    running ``(m, l, o)`` with ``m' = max(m, m_b)``, ``o' = o*exp(m-m') + o_b*exp(m_b-m')``
-    (same for ``l``); the output is ``o / l`` (log-sum-exp ``m + log l``). Statistics are kept
-    in float32 for 16-bit inputs. With ``causal``, blocks after the rank's own are not computed
+    holds one received K/V block at a time, never the full K/V. Each block is one fused
+    attention layer that also returns the float32 log-sum-exp of its rows; blocks merge with
+    ``lse' = logaddexp(lse, lse_b)``, ``out' = out*exp(lse-lse') + out_b*exp(lse_b-lse')``
+    (float32 for 16-bit inputs). With ``causal``, blocks after the rank's own are not computed
     (the rank still takes part in their broadcast; a zero-weighted one-element slice of each
     skipped block is added to the output so that no engine builder prunes that broadcast), and
-    the diagonal block is masked.
+    the diagonal block is causal with the chunk's global offsets.
 
     Per-rank volume equals a ring's: over the N broadcasts (NCCL pipelines a broadcast along
     the ring) every rank receives N-1 blocks and sends N-1 blocks. Unlike a ring, the steps
@@ -168,7 +167,7 @@ class RingAttention(ContextParallelAttention):
         sizes = [c] * (s // c) + ([s % c] if s % c else [])
         qs = [q] if len(sizes) == 1 else F.split(q, sizes, axis=1, name=self._n("q_chunks"))
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        state: list[tuple[Tensor, Tensor, Tensor] | None] = [None] * len(sizes)
+        state: list[tuple[Tensor, Tensor] | None] = [None] * len(sizes)
         unused: list[Tensor] = []
         for t in range(n):
             blk = kv.broadcast(root=t, groups=self.groups, name=self._n(f"broadcast_kv_{t}"))
@@ -180,15 +179,9 @@ class RingAttention(ContextParallelAttention):
             kt, vt = F.split(blk, 2, axis=0, name=self._n(f"unpack_kv_{t}"))
             for ci, (qc, off) in enumerate(zip(qs, offsets)):
                 tag = f"{t}" if len(qs) == 1 else f"{t}_c{ci}"
-                mask = None
-                if self.causal and t == idx:
-                    mask = causal_mask(qc.shape[1], s, dt, q_offset=off)
-                state[ci] = self._merge(state[ci], qc, kt, vt, scale, mask, acc_dt, tag)
-        outs = []
-        for ci, st in enumerate(state):
-            m, l, o = st
-            tag = "" if len(qs) == 1 else f"_c{ci}"
-            outs.append(F.div(o, l, name=self._n(f"normalize{tag}")))
+                diag = (idx * s + off, t * s) if self.causal and t == idx else None
+                state[ci] = self._merge(state[ci], qc, kt, vt, scale, diag, acc_dt, tag)
+        outs = [st[0] for st in state]
         out = outs[0] if len(outs) == 1 else F.concat(outs, axis=1, name=self._n("q_chunks_out"))
         if unused:  # keep every broadcast in the graph: + 0 * (one element of each block)
             keep = unused[0] if len(unused) == 1 else F.concat(unused, axis=0)
@@ -202,43 +195,37 @@ class RingAttention(ContextParallelAttention):
 
     def _merge(
         self,
-        st: tuple[Tensor, Tensor, Tensor] | None,
+        st: tuple[Tensor, Tensor] | None,
         q: Tensor,
         kt: Tensor,
         vt: Tensor,
         scale: float,
-        mask: Any,
+        offsets: tuple[int, int] | None,
         acc_dt: Any,
         tag: str,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Attend ``q`` to one K/V block and merge into the running ``(max, sum, out)``."""
-        dt = q.dtype
-        sc = F.matmul(q, kt, transpose_b=True, name=self._n(f"scores_{tag}"))
-        sc = F.mul(sc, scale, name=self._n(f"scale_{tag}"))
-        if mask is not None:
-            sc = F.add(
-                sc,
-                q.network.constant(mask, name=self._n(f"causal_mask_{tag}")),
-                name=self._n(f"mask_{tag}"),
-            )
-        m_b = F.reduce_max(sc, axis=-1, keepdims=True, name=self._n(f"block_max_{tag}"))
-        p = F.exp(F.sub(sc, m_b, name=self._n(f"shift_{tag}")), name=self._n(f"exp_{tag}"))
-        l_b = F.reduce_sum(p, axis=-1, keepdims=True, name=self._n(f"block_sum_{tag}"))
-        o_b = F.matmul(p, vt, name=self._n(f"block_out_{tag}"))
-        if acc_dt != dt:
-            m_b, l_b, o_b = (
-                F.cast(x, acc_dt, name=self._n(f"{lab}_f32_{tag}"))
-                for x, lab in ((m_b, "max"), (l_b, "sum"), (o_b, "out"))
-            )
+    ) -> tuple[Tensor, Tensor]:
+        """Attend ``q`` to one K/V block (fused, with its log-sum-exp) and merge into the
+        running ``(out, lse)``: ``lse' = logaddexp(lse, lse_b)``,
+        ``out' = out * exp(lse - lse') + out_b * exp(lse_b - lse')`` (float32)."""
+        causal = offsets is not None
+        q_off, k_off = offsets if causal else (0, 0)
+        o_b, lse_b = F.attention(
+            q, kt, vt, causal=causal, q_offset=q_off, k_offset=k_off, scale=scale,
+            return_lse=True, name=self._n(f"block_attention_{tag}"),
+        )  # fmt: skip
+        lse_b = F.expand_dims(lse_b, -1, name=self._n(f"block_lse_{tag}"))  # [H, s_q, 1]
+        if acc_dt != q.dtype:
+            o_b = F.cast(o_b, acc_dt, name=self._n(f"out_f32_{tag}"))
         if st is None:
-            return m_b, l_b, o_b
-        m, l, o = st
-        m_new = F.maximum(m, m_b, name=self._n(f"max_{tag}"))
-        a = F.exp(F.sub(m, m_new), name=self._n(f"rescale_old_{tag}"))
-        b = F.exp(F.sub(m_b, m_new), name=self._n(f"rescale_new_{tag}"))
-        o = F.add(F.mul(o, a), F.mul(o_b, b), name=self._n(f"merge_out_{tag}"))
-        l = F.add(F.mul(l, a), F.mul(l_b, b), name=self._n(f"merge_sum_{tag}"))
-        return m_new, l, o
+            return o_b, lse_b
+        o, lse = st
+        m = F.maximum(lse, lse_b, name=self._n(f"max_{tag}"))
+        a = F.exp(F.sub(lse, m), name=self._n(f"rescale_old_{tag}"))
+        b = F.exp(F.sub(lse_b, m), name=self._n(f"rescale_new_{tag}"))
+        total = F.add(a, b, name=self._n(f"weight_sum_{tag}"))
+        lse = F.add(m, F.log(total), name=self._n(f"merge_lse_{tag}"))
+        o = F.div(F.add(F.mul(o, a), F.mul(o_b, b)), total, name=self._n(f"merge_out_{tag}"))
+        return o, lse
 
 
 class UlyssesAttention(ContextParallelAttention):

@@ -32,6 +32,8 @@ class CupyContext(RunContext):
     def __init__(self, network: Any, feeds: Mapping[str, Any], world: Any) -> None:
         super().__init__(network, feeds, world)
         self.xp = _cupy()
+        #: run fused kernels (trtdsl.kernels) where they apply; False: op references only
+        self.use_kernels = True
 
     def constant(self, layer: Any) -> Any:
         """Constants are uploaded once per layer and kept while the layer lives."""
@@ -44,6 +46,29 @@ class CupyContext(RunContext):
         from cupyx.scipy.special import erf
 
         return erf(x)
+
+    def fused_attention(self, layer: Any, inputs: list[Any]) -> list[Any] | None:
+        """The Triton flash-attention kernel (trtdsl.kernels) for fp16/bf16 q, k, v of a
+        head_dim it was compiled for, without a mask; None (the reference) otherwise."""
+        from ...kernels.attention import flash_attention
+        from ...kernels.configs import DTYPES, HEAD_DIMS
+
+        a = layer.attrs
+        q, k, v = inputs[:3]
+        d = q.shape[-1]
+        if (
+            a["mask"] is not None
+            or str(q.dtype) not in DTYPES
+            or d not in HEAD_DIMS
+            or v.shape[-1] != d
+            or not self.use_kernels
+        ):
+            return None
+        o, lse = flash_attention(
+            q, k, v, scale=a["scale"], causal=a["causal"], q_offset=a["q_offset"],
+            k_offset=a["k_offset"], return_lse=a["return_lse"],
+        )  # fmt: skip
+        return [o, lse] if a["return_lse"] else [o]
 
 
 def run(network: Any, feeds: Mapping[str, Any], *, return_device: bool = False) -> dict[str, Any]:

@@ -97,6 +97,17 @@ COLLECTIVE: dict[str, str] = {
     "scatter": "SCATTER",
 }
 
+#: ``tensorrt.AttentionNormalizationOp`` (IAttention's normalization).
+ATTENTION_NORMALIZATION: dict[str, str] = {"softmax": "SOFTMAX", "none": "NONE"}
+
+#: ``tensorrt.CausalMaskKind``: UPPER_LEFT = query i sees keys <= i; LOWER_RIGHT = the diagonal
+#: anchored at the bottom-right corner (query i sees keys <= i + seq_k - seq_q).
+CAUSAL_MASK: dict[str, str] = {
+    "none": "NONE",
+    "upper_left": "UPPER_LEFT",
+    "lower_right": "LOWER_RIGHT",
+}
+
 #: TensorRT enum class name -> its table.
 TABLES: dict[str, Mapping[str, str]] = {
     "DataType": DATA_TYPES,
@@ -106,6 +117,8 @@ TABLES: dict[str, Mapping[str, str]] = {
     "ReduceOperation": REDUCE,
     "MatrixOperation": MATRIX,
     "CollectiveOperation": COLLECTIVE,
+    "AttentionNormalizationOp": ATTENTION_NORMALIZATION,
+    "CausalMaskKind": CAUSAL_MASK,
 }
 
 
