@@ -179,12 +179,7 @@ def test_dtype_cases_cover_every_op_and_dtype() -> None:
     assert {f"unary_{k}-bfloat16" for k in UNARY_OPS if k != "not"} <= ids
 
 
-FP16_RMS_BUG = pytest.mark.xfail(
-    strict=True, reason="ops/linalg.py Normalization.lower squares fp16 x in fp16 (overflow)"
-)
-
-
-@pytest.mark.parametrize("dtype", [pytest.param("float16", marks=FP16_RMS_BUG), "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_rms_norm_of_large_16bit_values(dtype: str) -> None:
     """The reference squares in float32; a 16-bit x*x overflows (fp16 max 65504) above 256."""
     net = td.Network("rms_large")

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import OpDef
-from .building import TensorLike, lift, network_of
+from .building import TensorLike, fail, lift, network_of
 from .shapes import broadcast_dim, normalize_axes, normalize_axis
 
 
@@ -238,7 +239,14 @@ class Normalization(OpDef):
             norm = b.network.add_normalization_v2(x, scale, bias, mask)
             norm.epsilon = layer.attrs["eps"]
             return [b.out(norm, layer)]
-        # TensorRT has no RMS mode: x * rsqrt(mean(x*x) + eps) * scale.
+        # TensorRT has no RMS mode: x * rsqrt(mean(x*x) + eps) * scale, computed in float32
+        # for 16-bit inputs like the reference (x*x overflows float16 above 256).
+        dt = layer.input_types[0].dtype
+        low = dt.is_float and dt.itemsize < 4
+        if low:
+            f32 = b.dtype("float32")
+            x = b.named(b.network.add_cast(x, f32), layer, "x_float32")
+            scale = b.named(b.network.add_cast(scale, f32), layer, "scale_float32")
         mul, add = b.enum("ElementWiseOperation", "mul"), b.enum("ElementWiseOperation", "add")
         sq = b.named(b.network.add_elementwise(x, x, mul), layer, "square")
         ms = b.named(
@@ -246,12 +254,15 @@ class Normalization(OpDef):
             layer,
             "mean_square",
         )
-        eps = b.scalar(layer.attrs["eps"], layer.input_types[0].dtype, rank)
+        eps = b.scalar(layer.attrs["eps"], "float32" if low else dt, rank)
         var = b.named(b.network.add_elementwise(ms, eps, add), layer, "add_eps")
         rs = b.named(b.network.add_unary(var, b.enum("UnaryOperation", "sqrt")), layer, "sqrt")
         inv = b.named(b.network.add_unary(rs, b.enum("UnaryOperation", "recip")), layer, "recip")
         xn = b.named(b.network.add_elementwise(x, inv, mul), layer, "normalized")
-        return [b.out(b.network.add_elementwise(xn, scale, mul), layer)]
+        if not low:
+            return [b.out(b.network.add_elementwise(xn, scale, mul), layer)]
+        y = b.named(b.network.add_elementwise(xn, scale, mul), layer, "scaled")
+        return [b.out(b.network.add_cast(y, b.dtype(dt)), layer)]
 
 
 MATMUL = MatMul()
@@ -331,6 +342,14 @@ def reduce_prod(
     return _reduce("prod", x, axis, keepdims, name)
 
 
+def _eps(eps: Any, x: Value, op: str, name: str | None) -> float:
+    """``eps`` as a float; anything but a finite number >= 0 is the layer's DefinitionError."""
+    ok = isinstance(eps, numbers.Real) and not isinstance(eps, bool)
+    if not ok or not 0 <= float(eps) < float("inf"):
+        raise fail(op, f"eps must be a finite number >= 0, got {eps!r}", x, name=name)
+    return float(eps)
+
+
 @public("normalization")
 def layer_norm(
     x: Value,
@@ -343,7 +362,7 @@ def layer_norm(
     """Layer normalization over trailing ``axes``; scale/bias have the normalized shape."""
     net = network_of(x, scale, bias, op="layer_norm", name=name)
     s, b = lift(net, scale, x, "layer_norm"), lift(net, bias, x, "layer_norm")
-    attrs = {"kind": "layer", "axes": axes, "eps": float(eps)}
+    attrs = {"kind": "layer", "axes": axes, "eps": _eps(eps, x, "layer_norm", name)}
     return net.add_layer(NORMALIZATION, (x, s, b), attrs, name=name, base="layer_norm")[0]
 
 
@@ -354,5 +373,5 @@ def rms_norm(
     """RMS normalization ``x / sqrt(mean(x**2) + eps) * scale`` over trailing ``axes``."""
     net = network_of(x, scale, op="rms_norm", name=name)
     s = lift(net, scale, x, "rms_norm")
-    attrs = {"kind": "rms", "axes": axes, "eps": float(eps)}
+    attrs = {"kind": "rms", "axes": axes, "eps": _eps(eps, x, "rms_norm", name)}
     return net.add_layer(NORMALIZATION, (x, s), attrs, name=name, base="rms_norm")[0]
