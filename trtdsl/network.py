@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
-from .errors import DefinitionError, SourceLocation, user_location
+from .errors import DefinitionError, ExecutionError, SourceLocation, TrtDslError, user_location
 from .ir import Layer, RankInfo, TensorType, format_shape
 from .ops import CONSTANT, INPUT
 from .ops.base import OpDef
@@ -37,7 +37,7 @@ BACKEND_MODULES = {
 def backend_module(name: str) -> Any:
     """The backend module called ``name`` (it has ``run(network, feeds, **options)``)."""
     if name not in BACKEND_MODULES:
-        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
+        raise ExecutionError(f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
     return importlib.import_module(BACKEND_MODULES[name])
 
 
@@ -45,6 +45,18 @@ class Network:
     """A network definition: inputs, layers and outputs, for one rank of a ``world``."""
 
     def __init__(self, name: str = "network", *, world: RankInfo | None = None) -> None:
+        if not isinstance(name, str):
+            raise DefinitionError(
+                f"Network name must be a string, got {name!r}", where=user_location()
+            )
+        if world is not None and not (
+            isinstance(getattr(world, "size", None), int)
+            and isinstance(getattr(world, "rank", None), int)
+        ):
+            raise DefinitionError(
+                f"Network {name!r}: world must be a World (size and rank), got {world!r}",
+                where=user_location(),
+            )
         self.name = name
         self.world = world
         self.layers: list[Layer] = []
@@ -187,7 +199,11 @@ class Network:
             if dtype is not None:
                 arr = arr.astype(dtypes.as_dtype(dtype).numpy)
             elif arr.dtype == np.float64:
-                arr = arr.astype(np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    narrow = arr.astype(np.float32)
+                if (np.isfinite(arr) & ~np.isfinite(narrow)).any():
+                    raise ValueError("float64 values overflow float32 (give dtype= or scale them)")
+                arr = narrow
             elif arr.dtype == np.int64 and np.ndim(value) == 0 and -(2**31) <= arr < 2**31:
                 arr = arr.astype(np.int32)  # a Python int, when int32 holds it
             dtypes.as_dtype(arr.dtype)
@@ -203,6 +219,8 @@ class Network:
         where = user_location()
         if not isinstance(tensor, Tensor) or tensor.network is not self:
             raise self._fail("output: expected a Tensor of this network", where)
+        if name is not None and (not isinstance(name, str) or not name):
+            raise self._fail(f"output name must be a non-empty string, got {name!r}", where)
         name = name or tensor.name
         if name in self.outputs:
             raise self._fail(
@@ -246,8 +264,55 @@ class Network:
 
         ``backend``: "numpy" (reference, CPU), "cupy" (GPU, NCCL collectives) or "tensorrt".
         With a world of several ranks this is a collective call: every rank must call it.
+        Errors are :class:`~trtdsl.errors.ExecutionError` (or another TrtDslError) whose
+        message ends with the ``file:line`` of this call.
         """
-        return backend_module(backend).run(self, feeds, **options)
+        where = user_location()
+        try:
+            self._check_runnable(feeds)
+            return backend_module(backend).run(self, feeds, **options)
+        except TrtDslError as e:
+            note = f" [network '{self.name}' run at {where}]"
+            if e.args and isinstance(e.args[0], str) and not e.args[0].endswith(note):
+                e.args = (e.args[0] + note, *e.args[1:])
+            raise
+
+    def _check_runnable(self, feeds: Any) -> None:
+        """What every backend needs before it starts: outputs, and feeds that are arrays with
+        at least one element (checked on every rank, before any exchange)."""
+        if not self.outputs:
+            raise ExecutionError(
+                f"network '{self.name}' has no outputs: mark at least one with "
+                "net.output(tensor, name) before running it"
+            )
+        if not isinstance(feeds, Mapping):
+            raise ExecutionError(
+                f"network '{self.name}': feeds must be a mapping {{input name: array}}, got "
+                f"{type(feeds).__name__}"
+            )
+        for name, value in feeds.items():
+            shape = getattr(value, "shape", None)
+            if shape is None:  # a list or a scalar: what NumPy makes of it
+                try:
+                    shape = np.asarray(value).shape
+                except (ValueError, TypeError) as e:
+                    raise ExecutionError(
+                        f"input {name!r}: the feed is not an array ({type(value).__name__}: {e})"
+                    ) from None
+            if 0 in tuple(shape):
+                raise ExecutionError(
+                    f"input {name!r}: the feed has no elements (shape {tuple(shape)}); every "
+                    "dimension needs at least one element"
+                )
+
+    def compile(self, backend: str = "numpy", **options: Any) -> Any:
+        """Compile once, run many: a session with ``run(feeds, out=None)`` and ``close()`` (also
+        a context manager) that keeps the rank's program, device buffers, NCCL communicators
+        and (tensorrt) the engine and execution context across calls. The ranks agree on the
+        collectives once per input signature, not before every collective. Options depend on
+        the backend (e.g. ``cuda_graph=True`` for cupy, ``profiles=`` for tensorrt; ``check=
+        "always"`` re-checks every call). Collective call with a multi-rank world."""
+        return backend_module(backend).compile(self, **options)
 
     def build(self, **options: Any) -> bytes:
         """Build a serialized TensorRT engine for this rank (needs TensorRT 11)."""

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...errors import ExecutionError
-from ..interpreter import RunContext, check_feeds, interpret
+from ..interpreter import RunContext
 from .device import cupy_module as _cupy
 from .world import NcclWorld
 
@@ -71,10 +71,8 @@ class CupyContext(RunContext):
         return [o, lse] if a["return_lse"] else [o]
 
 
-def run(network: Any, feeds: Mapping[str, Any], *, return_device: bool = False) -> dict[str, Any]:
-    """Run ``network`` on the current GPU. Feeds may be NumPy or CuPy arrays; outputs are NumPy
-    arrays (CuPy arrays with ``return_device=True``). Collectives need an :class:`NcclWorld`."""
-    cp = _cupy()
+def check_world(network: Any) -> None:
+    """Collectives over several ranks need an :class:`NcclWorld`."""
     world = network.world
     if (
         world is not None
@@ -86,8 +84,29 @@ def run(network: Any, feeds: Mapping[str, Any], *, return_device: bool = False) 
             f"network '{network.name}': the cupy backend runs collectives through NCCL; create "
             "the network with world=NcclWorld() under mpirun"
         )
-    checked = check_feeds(network, feeds, cp.asarray)
-    outs = interpret(network, CupyContext(network, checked, world))
-    if return_device:
-        return outs
-    return {k: cp.asnumpy(v) for k, v in outs.items()}
+
+
+def compile(network: Any, **options: Any) -> Any:  # noqa: A001 - the backend's verb
+    """A session (:mod:`trtdsl.backends.session_cupy`): options ``cuda_graph``, ``check``,
+    ``return_device``, ``stream``."""
+    from ..session_cupy import CupySession, validate_cupy_options
+
+    validate_cupy_options(network, options)  # before importing CuPy: clear errors anywhere
+    check_world(network)
+    return CupySession(network, CupyContext, **options)
+
+
+def run(network: Any, feeds: Mapping[str, Any], *, return_device: bool = False) -> dict[str, Any]:
+    """Run ``network`` on the current GPU. Feeds may be NumPy or CuPy arrays; outputs are NumPy
+    arrays (CuPy arrays with ``return_device=True``). Collectives need an :class:`NcclWorld`."""
+    from ..session import run_once
+    from ..session_cupy import CupySession
+
+    cp = _cupy()
+    check_world(network)
+    return run_once(
+        lambda: CupySession(network, CupyContext, return_device=return_device),
+        network,
+        feeds,
+        cp.asarray,
+    )

@@ -12,13 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from ..interpreter import RunContext, check_feeds, interpret
+from ..session import NumpySession, compile_numpy, run_once
+
+
+def compile(network: Any, **options: Any) -> NumpySession:  # noqa: A001 - the backend's verb
+    """A session running ``network`` many times (see :mod:`trtdsl.backends.session`)."""
+    return compile_numpy(network, **options)
 
 
 def run(network: Any, feeds: Mapping[str, Any], **options: Any) -> dict[str, np.ndarray]:
     """Run ``network`` on ``feeds`` with NumPy; collectives go through ``network.world``."""
     if options:
         raise TypeError(f"numpy backend takes no options, got {sorted(options)}")
-    checked = check_feeds(network, feeds, np.asarray)
-    with np.errstate(all="ignore"):
-        return interpret(network, RunContext(network, checked, network.world))
+    return run_once(lambda: NumpySession(network), network, feeds, np.asarray)

@@ -1,0 +1,240 @@
+"""The cupy backend's session: the program on one GPU, collectives straight to NCCL, and
+optionally the whole rank's network as one CUDA graph.
+
+Made once: constants on the device (the backend's per-layer cache), one NCCL communicator per
+group partition (the world's, made once), and per collective layer a bound call with its
+NCCL codes. Per call, a known input signature runs with no feed re-validation, no per-layer
+output checks and no exchange before NCCL; a new signature runs checked (each collective agrees
+over the world first, with the usual mismatch report).
+
+``cuda_graph=True`` (static input shapes only): the first call runs eagerly (checked), then the
+network is captured once on the session's stream into a CUDA graph (NCCL calls included) from
+static input buffers; later calls copy the feeds in, launch the graph and copy the outputs out.
+Everything the graph touches lives in a memory pool owned by the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ExecutionError
+from ..ops.collective import output_shape, poison
+from ..worlds import agree_on_collective
+from .session import Session, agree_once, validate_check
+
+OPTIONS = ("check", "cuda_graph", "return_device", "stream")
+
+
+def validate_cupy_options(network: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the cupy session's options without CuPy (so it is testable on the CPU)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"cupy backend options are {list(OPTIONS)}, got unknown {unknown}")
+    opts = {"check": "once", "cuda_graph": False, "return_device": False, "stream": None}
+    opts.update(options)
+    validate_check(opts["check"])
+    for flag in ("cuda_graph", "return_device"):
+        if not isinstance(opts[flag], bool):
+            raise TypeError(f"{flag} must be True or False, got {opts[flag]!r}")
+    if opts["cuda_graph"]:
+        dynamic = [f"'{n}' {t.type}" for n, t in network.inputs.items() if not t.type.is_static]
+        if dynamic:
+            raise ExecutionError(
+                f"network '{network.name}': cuda_graph=True needs static input shapes (a CUDA "
+                f"graph replays fixed sizes and addresses), but input(s) {', '.join(dynamic)} "
+                "have dynamic dims; declare static shapes or compile without cuda_graph"
+            )
+        if opts["check"] == "always":
+            raise ValueError("cuda_graph=True replays without checks; it excludes check='always'")
+    return opts
+
+
+class _Collectives:
+    """NCCL calls bound per collective layer (communicator, codes), made once."""
+
+    def __init__(self, session: CupySession) -> None:
+        self.session = session
+        self.bound: dict[int, tuple] = {}
+        world = session.network.world
+        for layer in session.network.collectives:  # layer order: the same on every rank
+            spec = layer.spec
+            comm = world.communicator(spec) if spec.n > 1 else None
+            self.bound[id(layer)] = (spec, comm)
+
+
+class CupySession(Session):
+    """``Network.compile(backend="cupy", ...)``; see the module docstring."""
+
+    backend = "cupy"
+
+    def __init__(self, network: Any, context: Any, agree: bool = True, **options: Any) -> None:
+        opts = validate_cupy_options(network, options)
+        super().__init__(network, opts["check"])
+        from .cupy.device import cupy_module
+        from .interpreter import Program
+
+        self.cp = cp = cupy_module()
+        CupyContext = context  # noqa: N806 - the backend's context class
+        self.cuda_graph = opts["cuda_graph"]
+        self.return_device = opts["return_device"]
+        self.program = Program(network)
+        if agree:
+            agree_once(network)
+        self._ctx_cls = CupyContext
+        self._stream = opts["stream"]
+        if self.cuda_graph and self._stream is None:
+            self._stream = cp.cuda.Stream(non_blocking=True)
+        self._pool = cp.cuda.MemoryPool() if self.cuda_graph else None
+        self._graph: Any = None
+        self._static_in: dict[str, Any] = {}
+        self._static_out: dict[str, Any] = {}
+        self._collectives = _Collectives(self)
+        self._checking = True
+        for layer, *_ in self.program.steps:  # constants to the device now, once
+            if layer.op.name == "constant":
+                CupyContext.constant(self._bare_ctx({}), layer)
+
+    # -- running ----------------------------------------------------------------------------
+    def _bare_ctx(self, feeds: Mapping[str, Any]) -> Any:
+        ctx = self._ctx_cls(self.network, feeds, self.network.world)
+        ctx.collective = self._collective  # instance attribute: the session's NCCL path
+        return ctx
+
+    def _asarray(self, x: Any) -> Any:
+        return self.cp.asarray(x)
+
+    def _execute(self, feeds: dict, first: bool) -> dict:
+        if self._graph is not None:
+            return self._replay(feeds)
+        cp = self.cp
+        stream = self._stream if self._stream is not None else cp.cuda.get_current_stream()
+        with stream, self._allocator():
+            feeds = {n: cp.asarray(v) for n, v in feeds.items()}
+            self._checking = first
+            outs = self.program.execute(self._bare_ctx(feeds), check=first)
+            if self.cuda_graph:
+                self._capture(feeds)
+        return outs
+
+    def _allocator(self) -> Any:
+        if self._pool is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return self.cp.cuda.using_allocator(self._pool.malloc)
+
+    def _capture(self, feeds: dict) -> None:
+        """Capture the whole program once, from static input buffers (inside the pool)."""
+        cp, stream = self.cp, self._stream
+        self._static_in = {n: cp.empty_like(v) for n, v in feeds.items()}
+        for n, v in feeds.items():
+            self._static_in[n][...] = v
+        stream.synchronize()
+        self._checking = False
+        try:
+            stream.begin_capture(cp.cuda.runtime.streamCaptureModeRelaxed)
+        except TypeError:  # older CuPy: no mode argument
+            stream.begin_capture()
+        try:
+            outs = self.program.execute(self._bare_ctx(self._static_in), check=False, keep_all=True)
+        except BaseException:
+            try:
+                stream.end_capture()
+            finally:
+                pass
+            raise
+        self._graph = stream.end_capture()
+        self._graph_values = self.program.values  # keep every captured buffer alive
+        self.program.values = None
+        self._static_out = outs
+
+    def _replay(self, feeds: dict) -> dict:
+        cp, stream = self.cp, self._stream
+        with stream:
+            for n, v in feeds.items():
+                dst = self._static_in[n]
+                if isinstance(v, cp.ndarray):
+                    dst[...] = v
+                else:
+                    dst.set(v, stream=stream)
+            self._graph.launch(stream)
+        return self._static_out
+
+    def _collective(self, layer: Any, x: Any) -> Any:
+        cp = self.cp
+        spec, comm = self._collectives.bound[id(layer)]
+        if self.network.world is None:
+            raise ExecutionError(
+                f"layer '{layer.name}' (defined at {layer.where}): the network has no world to "
+                "run collectives in"
+            )
+        if self._checking:  # a new signature: agree before NCCL runs, so a mismatch cannot hang
+            agree_on_collective(self.network.world, layer, x.shape)
+        x = cp.ascontiguousarray(x)
+        n = spec.n
+        if n == 1:
+            return x.copy()
+        op, dt = spec.op, x.dtype
+        out_shape = output_shape(op, x.shape, n)
+        recv = poison(cp, out_shape, dt) if op in ("reduce", "gather") else cp.empty(out_shape, dt)
+        stream = cp.cuda.get_current_stream().ptr
+        if op == "all_reduce":
+            comm.all_reduce(x, recv, x.size, dt, spec.reduce, stream)
+        elif op == "broadcast":
+            comm.broadcast(x, recv, x.size, dt, spec.root, stream)
+        elif op == "reduce":
+            comm.reduce(x, recv, x.size, dt, spec.reduce, spec.root, stream)
+        elif op == "all_gather":
+            comm.all_gather(x, recv, x.size, dt, stream)
+        elif op == "reduce_scatter":
+            comm.reduce_scatter(x, recv, x.size // n, dt, spec.reduce, stream)
+        elif op == "all_to_all":
+            comm.all_to_all(x, recv, x.size // n, dt, stream)
+        elif op == "gather":
+            comm.gather(x, recv, x.size, dt, spec.root, stream)
+        elif op == "scatter":
+            comm.scatter(x, recv, x.size // n, dt, spec.root, stream)
+        else:  # pragma: no cover - validated at definition time
+            raise ExecutionError(f"unknown collective {op!r}")
+        return recv
+
+    # -- results ----------------------------------------------------------------------------
+    def _deliver(self, outs: dict, feeds: Mapping[str, Any], out: Mapping[str, Any] | None) -> dict:
+        cp = self.cp
+        stream = self._stream
+        if out is not None:
+            missing = sorted(set(outs) - set(out))
+            if missing:
+                raise ExecutionError(f"out= lacks output(s) {missing}")
+            for k, v in outs.items():
+                dst = out[k]
+                if tuple(dst.shape) != tuple(v.shape) or dst.dtype != v.dtype:
+                    raise ExecutionError(
+                        f"out['{k}'] is {tuple(dst.shape)} {dst.dtype}, the output is "
+                        f"{tuple(v.shape)} {v.dtype}"
+                    )
+                if isinstance(dst, cp.ndarray):
+                    dst[...] = v
+                else:
+                    v.get(stream=stream, out=dst)
+            if stream is not None:
+                stream.synchronize()
+            return dict(out)
+        if self.return_device:
+            if self._graph is not None:  # graph buffers are overwritten by the next launch
+                return {k: v.copy() for k, v in outs.items()}
+            return {k: self._own(v, feeds) for k, v in outs.items()}
+        res = {k: cp.asnumpy(v, stream=stream) for k, v in outs.items()}
+        if stream is not None:
+            stream.synchronize()
+        return res
+
+    def _release(self) -> None:
+        self._graph = None
+        self._graph_values = None
+        self._static_in, self._static_out = {}, {}
+        if self._stream is not None:
+            self._stream.synchronize()
+        if self._pool is not None:
+            self._pool.free_all_blocks()
