@@ -11,7 +11,7 @@ Nothing here imports ``tensorrt`` or cuda-python at import time; where TensorRT 
 - :mod:`.backend` - :func:`run`: build (cached) + execute with :class:`~.runtime.Engine`
 """
 
-from .backend import needs_communicator, run
+from .backend import compile, needs_communicator, run
 from .build import (
     BuildOptions,
     build_engine,
@@ -24,6 +24,7 @@ from .lowering import LoweringContext, lower_network
 from .module import import_tensorrt
 
 __all__ = [
+    "compile",
     "run",
     "build_engine",
     "lower_network",

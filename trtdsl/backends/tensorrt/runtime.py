@@ -1,9 +1,10 @@
 """Running serialized TensorRT engines: NumPy in, NumPy out, through cuda-python.
 
 :class:`Engine` deserializes a plan, creates an execution context, and for each :meth:`run`
-sets the input shapes, copies the inputs to device buffers, allocates the outputs from the
-context's shapes, binds every address, calls ``execute_async_v3`` on its stream and copies the
-outputs back. For engines with collectives it attaches an NCCL communicator
+sets the input shapes, copies the inputs to device buffers (kept across runs, reallocated when a
+size changes), sizes the outputs from the context's shapes, binds every address, calls
+``execute_async_v3`` on its stream and copies the outputs back. For engines with collectives it
+attaches an NCCL communicator
 (``IExecutionContext.set_communicator``, a collective call).
 
 Teardown order (``close()``): wait for the stream; the execution context; the engine; the
@@ -175,6 +176,7 @@ class Engine:
         self._stream: Stream | None = None
         self._context: Any = None
         self._engine: Any = None
+        self._buffers: dict[str, DeviceBuffer] = {}  # kept across runs, per tensor name
         logger, self._logs = get_logger(self.trt)
         self._runtime = self.trt.Runtime(logger)
         try:
@@ -230,6 +232,15 @@ class Engine:
                 return
         raise ExecutionError(f"no optimization profile admits input shapes {dict(shapes)}")
 
+    def _buffer(self, name: str, nbytes: int) -> DeviceBuffer:
+        """The device buffer of tensor ``name``, reused while its size stays the same."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.nbytes != nbytes:
+            if buf is not None:
+                buf.free()
+            buf = self._buffers[name] = DeviceBuffer(nbytes)
+        return buf
+
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Execute once: ``{input name: array}`` -> ``{output name: array}``."""
         if self._closed:
@@ -246,7 +257,6 @@ class Engine:
                 )
             arrays[name] = arr
         self._select_profile({n: tuple(a.shape) for n, a in arrays.items()})
-        buffers: list[DeviceBuffer] = []
         stream = self._stream
         assert stream is not None
         try:
@@ -258,8 +268,7 @@ class Engine:
                         f"input '{name}': shape {tuple(arr.shape)} is outside the engine's "
                         f"optimization profile {k} (min, opt, max) = {ranges}"
                     )
-                buf = DeviceBuffer(arr.nbytes)
-                buffers.append(buf)
+                buf = self._buffer(name, arr.nbytes)
                 buf.copy_from(arr, stream.stream)
                 self._context.set_tensor_address(name, buf.ptr)
             results: dict[str, tuple[np.ndarray, DeviceBuffer]] = {}
@@ -268,8 +277,7 @@ class Engine:
                 if any(d < 0 for d in shape):
                     raise ExecutionError(f"output '{name}' has unresolved shape {shape}")
                 host = np.empty(shape, dtype=self.dtypes[name])
-                buf = DeviceBuffer(host.nbytes)
-                buffers.append(buf)
+                buf = self._buffer(name, host.nbytes)
                 self._context.set_tensor_address(name, buf.ptr)
                 results[name] = (host, buf)
             if not self._context.execute_async_v3(stream.handle):
@@ -281,11 +289,7 @@ class Engine:
             stream.synchronize()
             return {name: host for name, (host, _) in results.items()}
         finally:
-            try:
-                stream.synchronize()
-            finally:
-                for buf in buffers:
-                    buf.free()
+            stream.synchronize()
 
     def close(self) -> None:
         """Release in order: stream work, context, engine, runtime, stream (idempotent)."""
@@ -299,6 +303,9 @@ class Engine:
             self._context = None  # before the engine it belongs to
             self._engine = None
             self._runtime = None
+            for buf in self._buffers.values():
+                buf.free()
+            self._buffers.clear()
             if self._stream is not None:
                 self._stream.destroy()
 
