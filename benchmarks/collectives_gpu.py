@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+# ruff: noqa: B023, E501 - closures are timed within the loop iteration that makes them
+"""Every collective, 1 KiB-1 GiB: nccl4py called directly vs session.run of a one-collective
+network vs torch.distributed (yardstick, same process), plus the TP MLP block via session.run.
+
+``mpirun -np N python3 benchmarks/collectives_gpu.py [--short]``. Latency: median over
+iterations of the slowest rank (host wall time around the call + stream sync). Bus bandwidth
+with nccl-tests' factors: all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all (n-1)/n;
+broadcast, reduce, gather, scatter 1 (of the per-rank buffer size nccl-tests reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+import trtdsl as td
+from trtdsl.backends import nccl
+from trtdsl.backends.cupy import NcclWorld
+
+COLLS = ("all_reduce", "broadcast", "reduce", "all_gather", "reduce_scatter", "all_to_all",
+         "gather", "scatter")  # fmt: skip
+BUS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) / n,
+       "reduce_scatter": lambda n: (n - 1) / n, "all_to_all": lambda n: (n - 1) / n}  # fmt: skip
+
+
+def timeit(fn, sync, iters, mpi) -> float:
+    for _ in range(3):
+        fn()
+    sync()
+    mpi.Barrier()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return mpi.allreduce(float(np.median(ts)), op=MPI.MAX) * 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--short", action="store_true", help="1 KiB, 1 MiB, 64 MiB; few iterations")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args()
+    import cupy as cp
+
+    world = NcclWorld()
+    mpi, n, rank = world.comm, world.size, world.rank
+    sizes = [1 << 10, 1 << 20, 1 << 26] if args.short else [1 << k for k in range(10, 31, 2)]
+    comm = nccl.load().core  # nccl4py itself, for the direct baseline
+    uid = comm.get_unique_id() if rank == 0 else None
+    direct = comm.Communicator.init(n, rank, mpi.bcast(uid, root=0))
+    dist = None
+    if not args.no_torch:
+        import torch
+        import torch.distributed as dist
+
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29533")
+        torch.cuda.set_device(world.device)
+        dist.init_process_group("nccl", rank=rank, world_size=n)
+    stream = cp.cuda.get_current_stream()
+    rows = []
+    for coll in COLLS:
+        for nbytes in sizes:
+            elems = max(nbytes // 4 // n * n, n)
+            iters = 5 if args.short else (50 if nbytes <= 1 << 24 else 10)
+            x = cp.ones(elems, cp.float32)
+            net = td.Network(coll, world=world)
+            t = net.input("x", (elems,))
+            kw = {"root": 0} if coll in ("broadcast", "reduce", "gather", "scatter") else {}
+            y = getattr(t, coll)(**kw)
+            net.output(y, "y")
+            sess = net.compile(backend="cupy", return_device=True)
+            t_sess = timeit(lambda: sess.run({"x": x}), stream.synchronize, iters, mpi)
+            out = cp.empty(y.type.shape, cp.float32)
+            d = {
+                "all_reduce": lambda: direct.allreduce(x, out, comm.SUM, stream=stream.ptr),
+                "broadcast": lambda: direct.broadcast(x, out, 0, stream=stream.ptr),
+                "reduce": lambda: direct.reduce(x, out, comm.SUM, 0, stream=stream.ptr),
+                "all_gather": lambda: direct.allgather(x, out, stream=stream.ptr),
+                "reduce_scatter": lambda: direct.reduce_scatter(
+                    x, out, comm.SUM, stream=stream.ptr
+                ),
+                "all_to_all": lambda: direct.alltoall(x, out, stream=stream.ptr),
+                "gather": lambda: direct.gather(x, out, 0, stream=stream.ptr),
+                "scatter": lambda: direct.scatter(x, out, 0, stream=stream.ptr),
+            }[coll]
+            try:
+                t_dir = timeit(d, stream.synchronize, iters, mpi)
+            except Exception as e:  # an nccl4py signature we guessed wrong: say so, go on
+                if rank == 0:
+                    print(f"direct {coll}: {type(e).__name__}: {e}")
+                t_dir = float("nan")
+            t_torch = float("nan")
+            if dist is not None and coll in ("all_reduce", "broadcast", "all_gather",
+                                             "reduce_scatter", "all_to_all", "reduce"):  # fmt: skip
+                tx = torch.ones(elems, device="cuda")
+                to = torch.empty(out.size, device="cuda")
+                tf = {
+                    "all_reduce": lambda: dist.all_reduce(tx),
+                    "broadcast": lambda: dist.broadcast(tx, 0),
+                    "reduce": lambda: dist.reduce(tx, 0),
+                    "all_gather": lambda: dist.all_gather_into_tensor(to, tx),
+                    "reduce_scatter": lambda: dist.reduce_scatter_tensor(to, tx),
+                    "all_to_all": lambda: dist.all_to_all_single(to, tx),
+                }[coll]
+                t_torch = timeit(tf, torch.cuda.synchronize, iters, mpi)
+            size = elems * 4
+            f = BUS.get(coll, lambda n: 1.0)(n)
+            rows.append((coll, size, t_dir, t_sess, t_torch, f))
+            sess.close()
+    if rank == 0:
+        print(f"\n{n} ranks; time us (median, slowest rank); busbw GB/s")
+        print(f"{'collective':>14} {'bytes':>11} {'nccl4py':>9} {'session':>9} {'overhead':>9} "
+              f"{'torch':>9} {'bus n4p':>8} {'bus sess':>8} {'bus torch':>9} {'sess/torch':>10}")  # fmt: skip
+        for coll, size, a, b, c, f in rows:
+            bw = [size / (t * 1e-6) / 1e9 * f for t in (a, b, c)]
+            print(f"{coll:>14} {size:>11} {a:>9.1f} {b:>9.1f} {b - a:>9.1f} {c:>9.1f} "
+                  f"{bw[0]:>8.2f} {bw[1]:>8.2f} {bw[2]:>9.2f} {bw[1] / bw[2]:>10.3f}")  # fmt: skip
+    # the TP MLP block end to end through a session
+    from trtdsl.parallel import tensor_parallel_mlp
+
+    try:
+        net = td.Network("tp_mlp", world=world)
+        h = net.input("x", (64, 1024))
+        rng = np.random.default_rng(0)
+        w_up = (rng.standard_normal((1024, 4096)) * 0.02).astype("float32")
+        w_down = (rng.standard_normal((4096, 1024)) * 0.02).astype("float32")
+        net.output(tensor_parallel_mlp(h, w_up, w_down, activation="gelu"), "y")
+        sess = net.compile(backend="cupy", return_device=True)
+        xm = cp.ones((64, 1024), cp.float32)
+        tm = timeit(lambda: sess.run({"x": xm}), stream.synchronize, 20, mpi)
+        if rank == 0:
+            print(f"tensor_parallel_mlp (64x1024 -> 4096 hidden) session.run: {tm:.1f} us")
+    except Exception as e:
+        if rank == 0:
+            print(f"tensor_parallel_mlp: {type(e).__name__}: {e}")
+    direct.destroy()
+    world.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
