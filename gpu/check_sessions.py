@@ -25,7 +25,7 @@ def main() -> int:
     ref = net.run(feeds, backend="cupy")["y"]
     ok = True
     with net.compile(backend="cupy") as eager, net.compile(backend="cupy", cuda_graph=True) as g:
-        for k in range(3):
+        for _ in range(3):
             a, b = eager.run(feeds)["y"], g.run(feeds)["y"]
             ok &= np.allclose(a, ref, rtol=1e-5, atol=1e-5) and np.allclose(b, ref, 1e-5, 1e-5)
         xd = cp.asarray(feeds["x"])
