@@ -49,17 +49,25 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]
 # --- options -------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
-    """Validated build options. ``workspace`` and ``profiles`` shape the engine (they are in
-    the cache key); ``timing_cache``, ``progress`` and ``cache_dir`` do not."""
+    """Validated build options. ``workspace``, ``profiles`` and ``tf32`` shape the engine (they
+    are in the cache key); ``timing_cache``, ``progress`` and ``cache_dir`` do not.
+
+    ``tf32`` False (the default) clears ``BuilderFlag.TF32``, which TensorRT sets by default:
+    float32 matmuls then round their inputs to 10 mantissa bits and miss strict fp32 tolerances.
+    """
 
     workspace: int | None = None
     timing_cache: Path | None = None
     profiles: tuple[Profile, ...] = ()
     progress: bool = True
     cache_dir: Path | None = None
+    tf32: bool = False
 
     def key_fields(self) -> dict[str, Any]:
-        return {"workspace": self.workspace, "profiles": [dict(p) for p in self.profiles]}
+        fields = {"workspace": self.workspace, "profiles": [dict(p) for p in self.profiles]}
+        if self.tf32:  # absent when False: keys of engines built before the option stay valid
+            fields["tf32"] = True
+        return fields
 
 
 def _path(value: Any, what: str) -> Path | None:
@@ -203,6 +211,7 @@ def validate_options(
     profiles: Any = None,
     progress: Any = True,
     cache_dir: Any = None,
+    tf32: Any = False,
 ) -> BuildOptions:
     """Check build options without TensorRT; ValueError/TypeError naming the bad one."""
     if workspace is not None and (not _is_int(workspace) or workspace <= 0):
@@ -211,12 +220,15 @@ def validate_options(
         )
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(tf32, (bool, np.bool_)):
+        raise TypeError(f"tf32 must be True or False, got {tf32!r}")
     return BuildOptions(
         workspace=None if workspace is None else int(workspace),
         timing_cache=_path(timing_cache, "timing_cache"),
         profiles=tuple(normalize_profiles(net, profiles)),
         progress=bool(progress),
         cache_dir=_path(cache_dir, "cache_dir"),
+        tf32=bool(tf32),
     )
 
 
@@ -394,6 +406,11 @@ def configure(
     """A builder config for ``options``; returns (config, objects to keep alive)."""
     config = builder.create_builder_config()
     keep: list[Any] = []
+    # TensorRT turns TF32 on by default; trtdsl keeps float32 strict unless asked.
+    if options.tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
     if options.workspace is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
     for prof in options.profiles:
@@ -440,7 +457,7 @@ def build_plan(trt: Any, net: Any, options: BuildOptions) -> bytes:
     start = len(logs.errors)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        errors = "\n  ".join(logs.errors[start:]) or "(TensorRT logged no error)"
+        errors = "\n  ".join(map(ctx.explain, logs.errors[start:])) or "(TensorRT logged no error)"
         raise BuildError(f"TensorRT could not build network '{net.name}':\n  {errors}")
     data = bytes(plan)
     if options.timing_cache is not None:
@@ -456,15 +473,17 @@ def build_engine(
     profiles: Any = None,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    tf32: bool = False,
 ) -> bytes:
     """Build (or fetch from the cache) this rank's serialized TensorRT engine for ``net``.
 
     ``workspace``: the WORKSPACE memory pool limit in bytes. ``timing_cache``: a file to load
     and save TensorRT's timing cache. ``profiles``: ranges of the dynamic input dims (see
     :func:`normalize_profiles`). ``progress``: print build phases to stderr. ``cache_dir``:
-    keep engines as files, keyed by :func:`cache_key`.
+    keep engines as files, keyed by :func:`cache_key`. ``tf32``: allow TF32 for float32
+    matmuls and convolutions (default False: ``BuilderFlag.TF32`` is cleared, strict fp32).
     """
-    options = validate_options(net, workspace, timing_cache, profiles, progress, cache_dir)
+    options = validate_options(net, workspace, timing_cache, profiles, progress, cache_dir, tf32)
     trt = import_tensorrt()
     key = cache_key(net, options, str(trt.__version__), device_description())
     with _LOCK:

@@ -27,10 +27,47 @@ from ...ir import Layer
 from . import enums
 from .errors import LoweringError
 
-#: What ``IDistCollectiveLayer``'s ``root`` is (see :meth:`LoweringContext.collective_root`).
-#: True: the root's *global* rank (the rank ID in the world communicator, the same namespace as
-#: the ``groups`` list). False would pass the index into the group instead.
+#: THE rule for sub-groups (``groups`` a strict subset of the world), cited by the op's lowering
+#: (:meth:`LoweringContext.collective_root`, :meth:`LoweringContext.collective_num_ranks`) and
+#: imported by the emulator (trtdsl/testing/trt_emulator/collectives.py):
+#:
+#: * ``groups``: the ordered list of GLOBAL ranks taking part (rank IDs of the one communicator
+#:   bound to the execution context), always passed explicitly;
+#: * ``root``: the root's GLOBAL rank, ``group[spec.root]`` (trtdsl's root is an index into the
+#:   group), -1 for unrooted operations;
+#: * ``num_ranks``: the number of ranks TAKING PART, ``len(groups)`` (it sizes the output:
+#:   all_gather gives ``num_ranks * d0`` rows, reduce_scatter ``d0 / num_ranks``).
+#:
+#: Sources: the 11.4 bindings ("num_ranks: the number of ranks for multi-device execution";
+#: ``groups``: "rank IDs"), TensorRT's C++ sample (``setNbRanks(8)`` with all 8 ranks in the
+#: group, where group size and world size agree), Torch-TensorRT PR #4380 (global IDs right for
+#: sub-groups on 11.2). No source sizes a sub-group's output by the world size, so num_ranks is
+#: the group size. Not verified on a GPU with a strict sub-group: tests/test_trt_e2e.py has that
+#: case; flip the two flags below if it disagrees.
+SUBGROUP_RULE = "groups=global ranks; root=global rank; num_ranks=len(groups)"
+#: ``root`` is the root's global rank (False: the index into ``groups``).
 ROOT_IS_GLOBAL_RANK = True
+#: ``num_ranks`` is ``len(groups)`` (False: the world size).
+NUM_RANKS_IS_GROUP_SIZE = True
+
+
+def layer_metadata(layer: Layer) -> str:
+    """What ``ILayer.metadata`` of every TensorRT layer lowered from ``layer`` holds:
+    ``trtdsl:<DSL layer name>@<file:line>`` (TensorRT prints it in some of its messages)."""
+    return f"trtdsl:{layer.name}@{layer.where}"
+
+
+def _mentions(message: str, name: str) -> bool:
+    """True if ``name`` occurs in ``message`` not as part of a longer layer name."""
+    start = message.find(name)
+    while start >= 0:
+        end = start + len(name)
+        before = message[start - 1] if start else " "
+        after = message[end] if end < len(message) else " "
+        if not (before.isalnum() or before in "_/") and not (after.isalnum() or after in "_/"):
+            return True
+        start = message.find(name, start + 1)
+    return False
 
 
 def network_flags(trt: Any) -> int:
@@ -62,6 +99,7 @@ class LoweringContext:
         self._shapes: dict[int, tuple] = {}  # id(ITensor) -> shape (None = dynamic)
         self._aux: dict[str, int] = {}
         self._marked: set[int] = set()
+        self.layer_of: dict[str, Layer] = {}  # TensorRT layer name -> the DSL layer it lowers
 
     # -- enums and types -------------------------------------------------------------------
     def enum(self, enum_name: str, key: str) -> Any:
@@ -86,7 +124,8 @@ class LoweringContext:
         return f"{kind}{n}"
 
     def name(self, trt_layer: Any, layer: Layer | None, suffix: str | None = None) -> Any:
-        """Name ``trt_layer`` after the DSL layer (``name/suffix``); returns ``trt_layer``."""
+        """Name ``trt_layer`` after the DSL layer (``name/suffix``) and set its ``metadata`` to
+        :func:`layer_metadata`; returns ``trt_layer``."""
         layer = self._layer_or_current(layer)
         if trt_layer is None:
             what = f" ({suffix})" if suffix else ""
@@ -94,8 +133,24 @@ class LoweringContext:
                 f"layer '{layer.name}' (defined at {layer.where}): TensorRT returned no layer"
                 f"{what}; see TensorRT's log for the reason"
             )
-        trt_layer.name = layer.name if suffix is None else f"{layer.name}/{suffix}"
+        trt_name = layer.name if suffix is None else f"{layer.name}/{suffix}"
+        trt_layer.name = trt_name
+        trt_layer.metadata = layer_metadata(layer)
+        self.layer_of[trt_name] = layer
         return trt_layer
+
+    def explain(self, message: str) -> str:
+        """``message`` (a TensorRT log line) followed by the DSL layer and ``file:line`` of every
+        lowered layer whose TensorRT name (or metadata) it mentions, longest name first."""
+        found: list[Layer] = []
+        for trt_name in sorted(self.layer_of, key=len, reverse=True):
+            layer = self.layer_of[trt_name]
+            if layer not in found and _mentions(message, trt_name):
+                found.append(layer)
+        return message + "".join(
+            f"\n    -> trtdsl layer '{lay.name}' ({lay.op.name}), defined at {lay.where}"
+            for lay in found
+        )
 
     def out(
         self, trt_layer: Any, layer: Layer | None, i: int = 0, suffix: str | None = None
@@ -259,6 +314,12 @@ class LoweringContext:
         if spec.root is None:
             return -1
         return int(spec.group[spec.root]) if ROOT_IS_GLOBAL_RANK else int(spec.root)
+
+    def collective_num_ranks(self, spec: Any, world_size: int | None = None) -> int:
+        """``num_ranks`` of an IDistCollectiveLayer: see :data:`SUBGROUP_RULE`."""
+        if NUM_RANKS_IS_GROUP_SIZE or world_size is None:
+            return int(spec.n)
+        return int(world_size)
 
     # -- driving ---------------------------------------------------------------------------
     def lower_layer(self, layer: Layer) -> list[Any]:

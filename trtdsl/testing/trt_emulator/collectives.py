@@ -3,12 +3,13 @@
 Each rank evaluates its own recorded network in a thread; a collective layer deposits its
 input in a :class:`Communicator` under (group, n-th collective of that group) and waits for the
 group's other members. Semantics (TensorRT's DistCollective operator page, the 11.4 bindings):
-every operation works on axis 0; ``groups`` is the ordered list of global ranks taking part
-(empty or None: every rank), ``root`` the root's global rank (-1 where there is none),
-``num_ranks`` the number of participating ranks (it sizes the output). Chunk ``i`` of a split
-goes to the group's ``i``-th member; gathers concatenate in group order. Outputs TensorRT leaves
-unwritten (REDUCE and GATHER on non-roots) are poisoned: NaN for floats, the type's minimum for
-integers, so that any use shows up.
+every operation works on axis 0; ``groups``, ``root`` and ``num_ranks`` follow
+:data:`trtdsl.backends.tensorrt.lowering.SUBGROUP_RULE` (imported here, so lowering and emulator
+cannot disagree): ``groups`` the ordered global ranks taking part (empty or None: every rank),
+``root`` the root's global rank (-1 where there is none), ``num_ranks`` the group size.
+Chunk ``i`` of a split goes to the group's ``i``-th member; gathers concatenate in group
+order. Outputs TensorRT leaves unwritten (REDUCE and GATHER on non-roots) are poisoned: NaN for
+floats, the type's minimum for integers, so that any use shows up.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ import threading
 from typing import Any
 
 import numpy as np
+
+from trtdsl.backends.tensorrt.lowering import (
+    NUM_RANKS_IS_GROUP_SIZE,
+    ROOT_IS_GLOBAL_RANK,
+    SUBGROUP_RULE,
+)
 
 from .graph import EmulatorError, LayerView, enum_name, is_float, type_name
 from .reductions import reduce_values
@@ -106,8 +113,11 @@ def dist_collective(v: LayerView, ins: list[np.ndarray], ev: Any) -> list[np.nda
         raise v.fail(f"groups {list(group)} are not distinct ranks of a world of {size}")
     if ev.rank not in group:
         raise v.fail(f"rank {ev.rank} is not in its own group {list(group)}")
-    if n != len(group):
-        raise v.fail(f"num_ranks is {n}, the group {list(group)} has {len(group)} ranks")
+    want = len(group) if NUM_RANKS_IS_GROUP_SIZE else size
+    if n != want:
+        raise v.fail(f"num_ranks is {n}, expected {want} ({SUBGROUP_RULE}; group {list(group)})")
+    if op in ROOTED and not ROOT_IS_GLOBAL_RANK:
+        root = group[root] if 0 <= root < len(group) else -2  # an index into the group
     if op in ROOTED and root not in group:
         raise v.fail(f"root {root} is not a (global) rank of the group {list(group)}")
     if op not in ROOTED and root != -1:
