@@ -278,9 +278,9 @@ class Collective(OpDef):
         red = b.enum("ReduceOperation", spec.reduce or "none")
         root = -1 if spec.root is None else b.collective_root(spec)
         lay = b.network.add_dist_collective(inputs[0], op, red, root, list(spec.group))
-        # right after creation (it cannot change once > 1): the ranks taking part, which
-        # TensorRT uses for the output shape (all_gather: num_ranks * d0), i.e. the group size
-        lay.num_ranks = spec.n
+        # right after creation (it cannot change once > 1); lowering.SUBGROUP_RULE says what
+        # root and num_ranks mean when the group is a strict subset of the world
+        lay.num_ranks = b.collective_num_ranks(spec, layer.attrs.get("world_size"))
         return [b.out(lay, layer)]
 
     def describe(self, layer: Layer) -> str:
