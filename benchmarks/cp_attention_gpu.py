@@ -1,16 +1,23 @@
-"""Benchmark: context-parallel attention strategies vs one-GPU attention on real GPUs.
+"""Benchmark: context-parallel attention on N GPUs against one-GPU cuDNN attention.
 
-Run with one process per GPU (cupy backend, collectives through NCCL)::
+One process per GPU (cupy backend, collectives through NCCL)::
 
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py [--seqs 8192,16384,32768,65536]
 
-For each total sequence length S the full q, k, v ([heads, S, head_dim], float16, same seed on
-every rank) are drawn; "1 GPU" runs plain attention over the whole sequence on each GPU on its
-own; each strategy runs the DSL block with the sequence split over the ranks. Every strategy's
-output is compared with the 1-GPU rows of its rank. Times are the median of ``--repeat`` runs
-(after a warm-up) of the slowest rank, synchronized, inputs already on the GPU. The scores are
-held ``q_chunk`` query rows at a time (see --score-gib). Prints a Markdown table.
-``--cpu`` runs tiny sizes on the numpy backend to check this script without a GPU.
+For each total sequence length S, dtype and mask, every rank draws the same full q, k, v
+(``[heads, S, head_dim]``). Rows of the table:
+
+- ``cuDNN 1 GPU``: torch's SDPA with the cuDNN backend over the whole sequence on one GPU (each
+  rank runs it on its own GPU; the yardstick, torch is imported only here);
+- ``ours 1 GPU``: the DSL attention op (the Triton kernel of ``kernels/``) over the whole
+  sequence, no world;
+- each strategy (allgather_kv, ring, ulysses) with the sequence split over the N ranks, in the
+  ``--layouts`` given (``zigzag`` balances causal work: rank r holds chunks r and 2N-1-r).
+
+Times: median of ``--repeat`` runs after a warm-up, of the slowest rank, synchronized, inputs
+already on the GPU. "vs cuDNN" is the cuDNN 1-GPU time over the row's time (> 1: faster). Every
+CP output is compared with the cuDNN output of the rank's rows. ``--cpu`` runs tiny sizes on the
+numpy backend to check this script without a GPU.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,13 +35,63 @@ import trtdsl as td
 from trtdsl import parallel as P
 
 
-def q_chunk_for(heads: int, s_kv: int, score_gib: float) -> int:
-    """Largest power of two of query rows whose float32 scores fit in ``score_gib``."""
-    rows = int(score_gib * 2**30 / (heads * s_kv * 4))
-    c = 1
-    while c * 2 <= rows:
-        c *= 2
-    return max(c, 16)
+def flops(seq: int, heads: int, d: int, causal: bool) -> float:
+    return 4.0 * seq * seq * heads * d * (0.5 if causal else 1.0)
+
+
+class Bench:
+    """The world, the array module and a timer that reports the slowest rank."""
+
+    def __init__(self, cpu: bool, repeat: int) -> None:
+        self.cpu, self.repeat = cpu, repeat
+        if cpu:
+            self.world: Any = td.MPIWorld()
+            self.xp, self.backend, self.opts = np, "numpy", {}
+        else:
+            import cupy as cp
+
+            from trtdsl.backends.cupy import NcclWorld
+
+            self.world = NcclWorld()
+            self.xp, self.backend, self.opts = cp, "cupy", {"return_device": True}
+
+    def sync(self) -> None:
+        if not self.cpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def time(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        out, times = None, []
+        for i in range(self.repeat + 1):
+            self.world.comm.Barrier()
+            self.sync()
+            t0 = time.perf_counter()
+            out = fn()
+            self.sync()
+            if i:
+                times.append(max(self.world.comm.allgather(time.perf_counter() - t0)))
+        return statistics.median(times), out
+
+    def run_net(self, net: td.Network, feeds: dict) -> Callable[[], Any]:
+        return lambda: net.run(feeds, backend=self.backend, **self.opts)["o"]
+
+
+def cudnn_attention(full: list[Any], causal: bool, scale: float) -> Callable[[], Any]:
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.from_dlpack(a)[None] for a in full)
+
+    def run() -> Any:
+        with torch.no_grad(), sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)[0]
+
+    return run
+
+
+def relative_error(xp: Any, got: Any, want: Any) -> float:
+    g, w = got.astype(xp.float32), want.astype(xp.float32)
+    return float(xp.linalg.norm(g - w) / xp.linalg.norm(w))
 
 
 def main() -> int:
@@ -40,149 +99,100 @@ def main() -> int:
     ap.add_argument("--seqs", default="8192,16384,32768,65536")
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--dtype", default="float16")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--score-gib", type=float, default=4.0, help="scores held per chunk (GiB)")
-    ap.add_argument(
-        "--causal-up-to",
-        type=int,
-        default=32768,
-        help="also run causal attention for S up to this length",
-    )
+    ap.add_argument("--dtypes", default="bfloat16,float16")
+    ap.add_argument("--masks", default="full,causal")
+    ap.add_argument("--strategies", default="allgather_kv,ring,ulysses")
+    ap.add_argument("--layouts", default="contiguous,zigzag")
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", default=None, help="also write the table to this file")
     ap.add_argument("--cpu", action="store_true")
     args = ap.parse_args()
+    b = Bench(args.cpu, args.repeat)
+    xp, n, rank = b.xp, b.world.size, b.world.rank
+    h, dh = args.heads, args.head_dim
+    scale = 1.0 / float(np.sqrt(dh))
+    rows: list[dict[str, Any]] = []
 
-    if args.cpu:
-        world = td.MPIWorld()
-        backend, xp = "numpy", np
+    def add(seq: int, dtype: str, causal: bool, what: str, layout: str, t: float, **kw: Any):
+        rows.append(dict(seq=seq, dtype=dtype, causal=causal, what=what, layout=layout,
+                         ms=t * 1e3, tflops=flops(seq, h, dh, causal) / t / 1e12, **kw))  # fmt: skip
 
-        def sync() -> None:
-            pass
-    else:
-        import cupy as cp
-
-        from trtdsl.backends.cupy import NcclWorld
-
-        world = NcclWorld()
-        backend, xp = "cupy", cp
-
-        def sync() -> None:
-            cp.cuda.get_current_stream().synchronize()
-
-    n, rank = world.size, world.rank
-    h, dh, dt = args.heads, args.head_dim, args.dtype
-    run_opts = {} if args.cpu else {"return_device": True}
-
-    def timed(net: td.Network, feeds: dict) -> tuple[float, object]:
-        out = None
-        times = []
-        for i in range(args.repeat + 1):
-            world.comm.Barrier()
-            sync()
-            t0 = time.perf_counter()
-            out = net.run(feeds, backend=backend, **run_opts)["o"]
-            sync()
-            dt_ = time.perf_counter() - t0
-            if i:
-                times.append(max(world.comm.allgather(dt_)))
-        return statistics.median(times), out
-
-    rows = []
     for seq in (int(s) for s in args.seqs.split(",")):
-        if seq % n:
-            raise SystemExit(f"sequence {seq} does not split over {n} ranks")
-        sl = seq // n
-        rng = np.random.default_rng(seq)
-        full = [xp.asarray(rng.standard_normal((h, seq, dh)).astype(dt)) for _ in range(3)]
-        local = {nm: a[:, rank * sl : (rank + 1) * sl].copy() for nm, a in zip("qkv", full)}
-        for causal in (False, True):
-            if causal and seq > args.causal_up_to:
-                continue
-            flops = 4.0 * seq * seq * h * dh * (0.5 if causal else 1.0)
-            # one GPU: the whole sequence, no world
-            net = td.Network("attn_1gpu")
-            ins = [net.input(nm, (h, seq, dh), dt) for nm in "qkv"]
-            c1 = q_chunk_for(h, seq, args.score_gib)
-            net.output(P.scaled_dot_product_attention(*ins, causal=causal, q_chunk=c1), "o")
-            t1, ref = timed(net, dict(zip("qkv", full)))
-            ref_rows = ref[:, rank * sl : (rank + 1) * sl].astype(xp.float32)
-            del ref
-            rows.append(
-                dict(
-                    seq=seq,
-                    causal=causal,
-                    strategy="1 GPU",
-                    ranks=1,
-                    ms=t1 * 1e3,
-                    tflops=flops / t1 / 1e12,
-                    speedup=1.0,
-                    err=0.0,
-                    recv_mb=0.0,
-                    q_chunk=c1,
-                )
-            )
-            for strategy in ("allgather_kv", "ring", "ulysses"):
-                if strategy == "ulysses" and h % n:
-                    continue
-                s_kv = sl if strategy == "ring" else seq
-                heads = h // n if strategy == "ulysses" else h
-                c = q_chunk_for(heads, s_kv, args.score_gib)
-                net = td.Network(f"cp_{strategy}", world=world)
-                ins = [net.input(nm, (h, sl, dh), dt) for nm in "qkv"]
-                out = P.cp_attention(*ins, strategy=strategy, causal=causal, q_chunk=c)
-                net.output(out, "o")
-                vol = P.measure_comm_volume(net).total
-                t, got = timed(net, local)
-                scale = float(xp.abs(ref_rows).max())
-                err = float(xp.abs(got.astype(xp.float32) - ref_rows).max()) / scale
-                err = max(world.comm.allgather(err))
-                rows.append(
-                    dict(
-                        seq=seq,
-                        causal=causal,
-                        strategy=strategy,
-                        ranks=n,
-                        ms=t * 1e3,
-                        tflops=flops / t / 1e12,
-                        speedup=t1 / t,
-                        err=err,
-                        recv_mb=vol.received / 2**20,
-                        q_chunk=c,
-                    )
-                )
-            del ref_rows
-            if rank == 0:
-                print(f"done S={seq} causal={causal}", flush=True)
+        for dtype in args.dtypes.split(","):
+            rng = np.random.default_rng(seq)
+            full = [
+                xp.asarray(rng.standard_normal((h, seq, dh), np.float32).astype(td.as_dtype(dtype).numpy))
+                for _ in range(3)
+            ]  # fmt: skip
+            for causal in (m == "causal" for m in args.masks.split(",")):
+                if args.cpu:
+                    net = td.Network("ref")
+                    ins = [net.input(nm, (h, seq, dh), dtype) for nm in "qkv"]
+                    net.output(P.scaled_dot_product_attention(*ins, causal=causal), "o")
+                    t_ref, ref = b.time(b.run_net(net, dict(zip("qkv", full))))
+                else:
+                    t_ref, ref = b.time(cudnn_attention(full, causal, scale))
+                    ref = xp.from_dlpack(ref)
+                add(seq, dtype, causal, "cuDNN 1 GPU" if not args.cpu else "numpy 1 rank", "-",
+                    t_ref, speedup=1.0, err=0.0)  # fmt: skip
+                net = td.Network("attn_1gpu")
+                ins = [net.input(nm, (h, seq, dh), dtype) for nm in "qkv"]
+                net.output(P.scaled_dot_product_attention(*ins, causal=causal), "o")
+                t1, got = b.time(b.run_net(net, dict(zip("qkv", full))))
+                add(seq, dtype, causal, "ours 1 GPU", "-", t1, speedup=t_ref / t1,
+                    err=relative_error(xp, got, ref))  # fmt: skip
+                del got
+                for layout in args.layouts.split(","):
+                    if layout == "zigzag" and not causal:
+                        continue  # the same work per rank either way
+                    local = {
+                        nm: P.shard_sequence(a, rank, n, axis=1, layout=layout)
+                        for nm, a in zip("qkv", full)
+                    }
+                    want = P.shard_sequence(ref, rank, n, axis=1, layout=layout)
+                    for strategy in args.strategies.split(","):
+                        if strategy == "ulysses" and h % n:
+                            continue
+                        net = td.Network(f"cp_{strategy}", world=b.world)
+                        ins = [net.input(nm, (h, seq // n, dh), dtype) for nm in "qkv"]
+                        out = P.cp_attention(*ins, strategy=strategy, causal=causal, layout=layout)
+                        net.output(out, "o")
+                        t, got = b.time(b.run_net(net, local))
+                        err = max(b.world.comm.allgather(relative_error(xp, got, want)))
+                        add(seq, dtype, causal, f"{strategy} x{n}", layout, t,
+                            speedup=t_ref / t, err=err)  # fmt: skip
+                        del got
+                    del local, want
+                del ref
+                if rank == 0:
+                    print(f"done S={seq} {dtype} causal={causal}", flush=True)
+    status = 0
     if rank == 0:
-        head = (
-            f"CP attention, {h} heads x {dh} head_dim, {dt}, {n} ranks, backend {backend}; "
-            f"median of {args.repeat} (slowest rank)"
-        )
         lines = [
-            head,
+            f"CP attention, {h} heads x {dh} head_dim, {n} ranks, backend {b.backend}; median of "
+            f"{args.repeat} (slowest rank); vs cuDNN = cuDNN 1-GPU time / time",
             "",
-            "| S | mask | strategy | ranks | time (ms) | TFLOP/s | vs 1 GPU | max rel err "
-            "| recv/rank (MiB) | q_chunk |",
-            "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| S | dtype | mask | what | layout | ms | TFLOP/s | vs cuDNN | rel err |",
+            "| ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
             lines.append(
-                f"| {r['seq']} | {'causal' if r['causal'] else 'full'} | {r['strategy']} | "
-                f"{r['ranks']} | {r['ms']:.1f} | {r['tflops']:.1f} | {r['speedup']:.2f}x | "
-                f"{r['err']:.1e} | {r['recv_mb']:.0f} | {r['q_chunk']} |"
+                f"| {r['seq']} | {r['dtype']} | {'causal' if r['causal'] else 'full'} | "
+                f"{r['what']} | {r['layout']} | {r['ms']:.2f} | {r['tflops']:.0f} | "
+                f"{r['speedup']:.2f}x | {r['err']:.1e} |"
             )
         table = "\n".join(lines)
         print(table, flush=True)
         if args.out:
             with open(args.out, "w") as f:
                 f.write(table + "\n")
-    bad = [r for r in rows if r["err"] > 2e-2]
-    if hasattr(world, "close"):
-        world.close()
-    if rank == 0 and bad:
-        print(f"{len(bad)} results differ from 1-GPU attention by more than 2e-2", flush=True)
-    return 1 if bad else 0
+        bad = [r for r in rows if r["err"] > 2e-2]
+        if bad:
+            print(f"{len(bad)} results differ from the reference by more than 2e-2", flush=True)
+            status = 1
+    if hasattr(b.world, "close"):
+        b.world.close()
+    return status
 
 
 if __name__ == "__main__":

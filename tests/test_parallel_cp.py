@@ -42,8 +42,10 @@ def ref_attention(q, k, v, causal, scale):
     return np.einsum("hqk,hkd->hqd", p / p.sum(axis=-1, keepdims=True), v)
 
 
-def run_cp(strategy, n, q, k, v, causal, scale=None, groups=None, dtype="float32"):
-    """Every rank feeds its contiguous sequence chunk; returns the per-rank outputs and nets."""
+def run_cp(
+    strategy, n, q, k, v, causal, scale=None, groups=None, dtype="float32", layout="contiguous"
+):
+    """Every rank feeds its sequence chunk(s) in ``layout``; returns per-rank outputs and nets."""
     gsize = n if groups is None else len(groups[0])
 
     def rank_fn(world):
@@ -51,9 +53,14 @@ def run_cp(strategy, n, q, k, v, causal, scale=None, groups=None, dtype="float32
         net = td.Network("cp", world=world)
         shape = (q.shape[0], q.shape[1] // gsize, q.shape[2])
         ins = [net.input(name, shape, dtype) for name in "qkv"]
-        out = P.cp_attention(*ins, strategy=strategy, causal=causal, scale=scale, groups=groups)
+        out = P.cp_attention(
+            *ins, strategy=strategy, causal=causal, scale=scale, groups=groups, layout=layout
+        )
         net.output(out, "o")
-        feeds = {nm: P.shard_sequence(a, idx, gsize, axis=1) for nm, a in zip("qkv", (q, k, v))}
+        feeds = {
+            nm: P.shard_sequence(a, idx, gsize, axis=1, layout=layout)
+            for nm, a in zip("qkv", (q, k, v))
+        }
         return net.run(feeds)["o"], net
 
     return td.InProcessWorld(n).run(rank_fn)
@@ -77,15 +84,17 @@ def cp_case(draw):
     causal=st.booleans(),
     dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
     seed=st.integers(0, 2**32 - 1),
+    zigzag=st.booleans(),
 )
 @SETTINGS
-def test_cp_attention_matches_full_attention(case, causal, dtype, seed):
+def test_cp_attention_matches_full_attention(case, causal, dtype, seed, zigzag):
     strategy, n, heads, seq, head_dim = case
+    layout = "zigzag" if zigzag and seq % (2 * n) == 0 else "contiguous"
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((heads, seq, head_dim)).astype(dtype) for _ in range(3))
     expected = ref_attention(*(a.astype(np.float64) for a in (q, k, v)), causal, head_dim**-0.5)
-    results = run_cp(strategy, n, q, k, v, causal, dtype=dtype)
-    out = np.concatenate([o for o, _ in results], axis=1)
+    results = run_cp(strategy, n, q, k, v, causal, dtype=dtype, layout=layout)
+    out = P.unshard([o for o, _ in results], axis=1, layout=layout)
     assert out.dtype == np.dtype(dtype) and out.shape == q.shape
     np.testing.assert_allclose(out.astype(np.float64), expected, **TOL[dtype])
 
@@ -218,3 +227,56 @@ def test_q_chunk_must_be_positive():
     for strategy in STRATEGIES:
         with pytest.raises(td.DefinitionError, match="q_chunk"):
             P.cp_attention(q, q, q, strategy=strategy, q_chunk=0)
+
+
+def causal_work(net) -> int:
+    """Allowed (query, key) pairs over the rank's attention layers (what a flash kernel that
+    skips masked blocks computes)."""
+    total = 0
+    for layer in net.layers:
+        if layer.op.name != "attention":
+            continue
+        a, sq, sk = layer.attrs, layer.outputs[0].shape[-2], layer.inputs[1].shape[-2]
+        qi = a["q_offset"] + np.arange(sq)[:, None]
+        kj = a["k_offset"] + np.arange(sk)[None, :]
+        total += int((kj <= qi).sum()) if a["causal"] else sq * sk
+    return total
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_zigzag_balances_causal_work(strategy, n):
+    """Contiguous chunks leave rank N-1 with most of the causal work; zigzag gives every rank
+    the same share, and the same result."""
+    heads, seq, dh = 2 * n, 8 * n, 4
+    rng = np.random.default_rng(n)
+    q, k, v = (rng.standard_normal((heads, seq, dh)).astype("float32") for _ in range(3))
+    expected = ref_attention(*(a.astype(np.float64) for a in (q, k, v)), True, dh**-0.5)
+    work = {}
+    for layout in P.LAYOUTS:
+        results = run_cp(strategy, n, q, k, v, True, layout=layout)
+        out = P.unshard([o for o, _ in results], axis=1, layout=layout)
+        np.testing.assert_allclose(out, expected, **TOL["float32"])
+        work[layout] = [causal_work(net) for _, net in results]
+    if strategy != "ulysses":  # ulysses attends over the whole sequence on every rank
+        assert len(set(work["zigzag"])) == 1, work
+        assert max(work["contiguous"]) > min(work["contiguous"]), work
+    assert sum(work["zigzag"]) == sum(work["contiguous"])
+
+
+def test_sequence_layouts_round_trip_and_errors():
+    x = np.arange(24).reshape(2, 12)
+    for layout in P.LAYOUTS:
+        for n in (1, 2, 3):
+            chunks = [P.shard_sequence(x, r, n, axis=1, layout=layout) for r in range(n)]
+            np.testing.assert_array_equal(P.unshard(chunks, axis=1, layout=layout), x)
+    assert P.shard_sequence(np.arange(8), 0, 2, layout="zigzag").tolist() == [0, 1, 6, 7]
+    assert P.sequence_segments(2, 3, 12, "zigzag") == [(4, 2), (6, 2)]
+    with pytest.raises(td.DefinitionError, match="sequence of 6 evenly over 2 ranks .zigzag: 4 chunks"):
+        P.shard_sequence(np.arange(6), 0, 2, layout="zigzag")
+    with pytest.raises(td.DefinitionError, match="unknown sequence layout"):
+        P.shard_sequence(np.arange(6), 0, 2, layout="diagonal")
+    net = td.Network("odd", world=td.StaticWorld(2, 0))
+    q = net.input("q", (2, 3, 4))
+    with pytest.raises(td.DefinitionError, match="s_local = 3 is odd"):
+        P.cp_attention(q, q, q, layout="zigzag")

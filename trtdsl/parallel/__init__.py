@@ -49,7 +49,16 @@ from .context_parallel import (
 )
 from .linear import column_parallel_linear, gather_features, row_parallel_linear
 from .mlp import tensor_parallel_mlp
-from .sharding import shard, shard_columns, shard_heads, shard_rows, shard_sequence, unshard
+from .sharding import (
+    LAYOUTS,
+    sequence_segments,
+    shard,
+    shard_columns,
+    shard_heads,
+    shard_rows,
+    shard_sequence,
+    unshard,
+)
 
 __all__ = [
     "shard",
@@ -57,6 +66,8 @@ __all__ = [
     "shard_rows",
     "shard_heads",
     "shard_sequence",
+    "sequence_segments",
+    "LAYOUTS",
     "unshard",
     "column_parallel_linear",
     "row_parallel_linear",

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from .. import dtypes
 from .. import functional as F
 from ..tensor import Tensor
 from ._common import coords, fail, sub
 from .attention import default_scale, scaled_dot_product_attention
+from .sharding import check_layout, sequence_segments
 
 
 class ContextParallelAttention:
@@ -52,8 +55,11 @@ class ContextParallelAttention:
         scale: float | None = None,
         groups: Any = None,
         q_chunk: int | None = None,
+        layout: str = "contiguous",
         name: str | None = None,
     ) -> None:
+        check_layout(layout)
+        self.layout = layout
         self.causal = bool(causal)
         self.scale = scale
         self.groups = groups
@@ -84,6 +90,11 @@ class ContextParallelAttention:
                 f"{q.dtype}, {k.dtype}, {v.dtype}"
             )
         idx, n = coords(q.network, self.groups)
+        if self.layout == "zigzag" and q.shape[1] % 2:
+            raise fail(
+                f"{self.name} attention: the zigzag layout holds two chunks per rank, but "
+                f"s_local = {q.shape[1]} is odd"
+            )
         scale = default_scale(q.shape[2]) if self.scale is None else float(self.scale)
         if n == 1:
             return scaled_dot_product_attention(
@@ -103,6 +114,54 @@ class ContextParallelAttention:
     def _n(self, suffix: str) -> str | None:
         return sub(self.layer_name, suffix)
 
+    def segments(self, idx: int, n: int, s: int) -> list[tuple[int, int]]:
+        """``(start, length)`` of the global token ranges of rank ``idx``'s ``s`` tokens."""
+        return sequence_segments(idx, n, n * s, self.layout)
+
+    def _chunk_order(self, n: int) -> list[int]:
+        """For each global chunk (of 2N, zigzag), its index in rank-major (rank, half) order."""
+        return [2 * g if g < n else 2 * (2 * n - 1 - g) + 1 for g in range(2 * n)]
+
+    def to_global(self, x: Tensor, n: int, rows: int, s: int, dh: int, tag: str) -> Tensor:
+        """``[n, rows, s, dh]`` (rank-major blocks) -> ``[rows, n*s, dh]`` in token order."""
+        x = F.transpose(x, (1, 0, 2, 3), name=self._n(f"{tag}_sequence_order"))
+        if self.layout == "zigzag":
+            c = s // 2
+            x = F.reshape(x, (rows, 2 * n, c, dh), name=self._n(f"{tag}_chunks"))
+            x = F.gather(x, self._chunk_order(n), axis=1, name=self._n(f"{tag}_zigzag_order"))
+        return F.reshape(x, (rows, n * s, dh), name=self._n(f"{tag}_tokens"))
+
+    def from_global(self, x: Tensor, n: int, rows: int, s: int, dh: int, tag: str) -> Tensor:
+        """Inverse of :meth:`to_global`: ``[rows, n*s, dh]`` -> ``[n, rows, s, dh]``."""
+        if self.layout == "zigzag":
+            c = s // 2
+            inverse = np.argsort(self._chunk_order(n))
+            x = F.reshape(x, (rows, 2 * n, c, dh), name=self._n(f"{tag}_chunks"))
+            x = F.gather(x, inverse, axis=1, name=self._n(f"{tag}_rank_order"))
+        x = F.reshape(x, (rows, n, s, dh), name=self._n(f"{tag}_blocks"))
+        return F.transpose(x, (1, 0, 2, 3), name=self._n(f"{tag}_by_rank"))
+
+    def local_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float
+    ) -> Tensor:
+        """The rank's queries (in its layout) against keys/values in global token order."""
+        segs = self.segments(idx, n, q.shape[1])
+        qs = [q] if len(segs) == 1 else F.split(q, [c for _, c in segs], axis=1)
+        outs = [
+            scaled_dot_product_attention(
+                qc,
+                k,
+                v,
+                causal=self.causal,
+                scale=scale,
+                q_offset=start,
+                q_chunk=self.q_chunk,
+                name=self._n(f"attn{i}" if len(segs) > 1 else "attn"),
+            )  # fmt: skip
+            for i, (qc, (start, _)) in enumerate(zip(qs, segs))
+        ]
+        return outs[0] if len(outs) == 1 else F.concat(outs, axis=1, name=self._n("attn_out"))
+
 
 class AllGatherKVAttention(ContextParallelAttention):
     """All-gather K and V (one collective: K and V packed), then attention of the rank's
@@ -119,19 +178,9 @@ class AllGatherKVAttention(ContextParallelAttention):
         kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
         g = kv.all_gather(groups=self.groups, name=self._n("all_gather_kv"))  # [N*2H, s, Dh]
         g = F.reshape(g, (n, 2 * h, s, dh), name=self._n("blocks"))
-        g = F.transpose(g, (1, 0, 2, 3), name=self._n("sequence_order"))  # [2H, N, s, Dh]
-        g = F.reshape(g, (2 * h, n * s, dh), name=self._n("full_kv"))
+        g = self.to_global(g, n, 2 * h, s, dh, "kv")  # [2H, S, Dh]
         k_all, v_all = F.split(g, 2, axis=0, name=self._n("unpack_kv"))
-        return scaled_dot_product_attention(
-            q,
-            k_all,
-            v_all,
-            causal=self.causal,
-            scale=scale,
-            q_offset=idx * s,
-            q_chunk=self.q_chunk,
-            name=self._n("attn"),
-        )
+        return self.local_attention(q, k_all, v_all, idx, n, scale)
 
 
 class RingAttention(ContextParallelAttention):
@@ -162,25 +211,55 @@ class RingAttention(ContextParallelAttention):
         dt = q.dtype
         acc_dt = dtypes.float32 if dt.itemsize < 4 else dt
         kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
-        # Query chunks (one when q_chunk is None), each with its running (max, sum, out).
-        c = s if self.q_chunk is None else max(1, min(int(self.q_chunk), s))
-        sizes = [c] * (s // c) + ([s % c] if s % c else [])
-        qs = [q] if len(sizes) == 1 else F.split(q, sizes, axis=1, name=self._n("q_chunks"))
-        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        state: list[tuple[Tensor, Tensor] | None] = [None] * len(sizes)
+        # Query pieces: the rank's segments, cut further into q_chunk rows; each piece keeps a
+        # running (out, lse) and knows its global start.
+        pieces: list[tuple[int, int, int]] = []  # (local start, global start, length)
+        for local0, (start, length) in zip(
+            np.cumsum([0] + [c for _, c in self.segments(idx, n, s)]), self.segments(idx, n, s)
+        ):
+            step = length if self.q_chunk is None else max(1, min(int(self.q_chunk), length))
+            for o in range(0, length, step):
+                pieces.append((int(local0) + o, start + o, min(step, length - o)))
+        qs = (
+            [q]
+            if len(pieces) == 1
+            else F.split(q, [p[2] for p in pieces], axis=1, name=self._n("q_chunks"))
+        )
+        state: list[tuple[Tensor, Tensor] | None] = [None] * len(pieces)
         unused: list[Tensor] = []
         for t in range(n):
             blk = kv.broadcast(root=t, groups=self.groups, name=self._n(f"broadcast_kv_{t}"))
-            if self.causal and t > idx:
-                unused.append(blk[0:1, 0:1, 0:1])
-                continue
             if t == idx:
                 blk = kv  # the broadcast's output on its root is the root's own block
+            ksegs = self.segments(t, n, s)
+            work = [
+                (ci, kj)
+                for ci, (_, q0, ql) in enumerate(pieces)
+                for kj, (k0, _) in enumerate(ksegs)
+                if not (self.causal and k0 > q0 + ql - 1)  # no key visible: skip the pair
+            ]
+            if not work:
+                unused.append(blk[0:1, 0:1, 0:1])
+                continue
             kt, vt = F.split(blk, 2, axis=0, name=self._n(f"unpack_kv_{t}"))
-            for ci, (qc, off) in enumerate(zip(qs, offsets)):
-                tag = f"{t}" if len(qs) == 1 else f"{t}_c{ci}"
-                diag = (idx * s + off, t * s) if self.causal and t == idx else None
-                state[ci] = self._merge(state[ci], qc, kt, vt, scale, diag, acc_dt, tag)
+            if len(ksegs) > 1:
+                kparts = F.split(kt, [c for _, c in ksegs], axis=1, name=self._n(f"k_parts_{t}"))
+                vparts = F.split(vt, [c for _, c in ksegs], axis=1, name=self._n(f"v_parts_{t}"))
+            else:
+                kparts, vparts = [kt], [vt]
+            for ci, kj in work:
+                _, q0, ql = pieces[ci]
+                k0, kl = ksegs[kj]
+                masked = self.causal and k0 + kl - 1 > q0  # some key after some query
+                tag = (
+                    f"{t}"
+                    + (f"_q{ci}" if len(pieces) > 1 else "")
+                    + (f"_k{kj}" if len(ksegs) > 1 else "")
+                )
+                offsets = (q0, k0) if masked else None
+                state[ci] = self._merge(
+                    state[ci], qs[ci], kparts[kj], vparts[kj], scale, offsets, acc_dt, tag
+                )
         outs = [st[0] for st in state]
         out = outs[0] if len(outs) == 1 else F.concat(outs, axis=1, name=self._n("q_chunks_out"))
         if unused:  # keep every broadcast in the graph: + 0 * (one element of each block)
@@ -255,8 +334,7 @@ class UlyssesAttention(ContextParallelAttention):
         packed = F.reshape(packed, (3 * h, s, dh), name=self._n("flat_qkv"))
         recv = packed.all_to_all(groups=self.groups, name=self._n("all_to_all_qkv"))
         recv = F.reshape(recv, (n, 3 * hl, s, dh), name=self._n("by_source"))  # source = chunk
-        recv = F.transpose(recv, (1, 0, 2, 3), name=self._n("sequence_order"))
-        recv = F.reshape(recv, (3 * hl, n * s, dh), name=self._n("full_qkv"))
+        recv = self.to_global(recv, n, 3 * hl, s, dh, "qkv")  # [3H/N, S, Dh]
         qf, kf, vf = F.split(recv, 3, axis=0, name=self._n("unpack_qkv"))
         of = scaled_dot_product_attention(
             qf,
@@ -266,9 +344,8 @@ class UlyssesAttention(ContextParallelAttention):
             scale=scale,
             q_chunk=self.q_chunk,
             name=self._n("attn"),
-        )  # [H/N, S, Dh]
-        of = F.reshape(of, (hl, n, s, dh), name=self._n("out_chunks"))
-        of = F.transpose(of, (1, 0, 2, 3), name=self._n("out_by_dest"))  # [N, H/N, s, Dh]
+        )  # fmt: skip  [H/N, S, Dh]
+        of = self.from_global(of, n, hl, s, dh, "out")  # [N, H/N, s, Dh]
         of = F.reshape(of, (h, s, dh), name=self._n("flat_out"))
         return of.all_to_all(groups=self.groups, name=self._n("all_to_all_out"))
 
@@ -297,15 +374,21 @@ def cp_attention(
     scale: float | None = None,
     groups: Any = None,
     q_chunk: int | None = None,
+    layout: str = "contiguous",
     name: str | None = None,
 ) -> Tensor:
     """Context-parallel attention with the named strategy: "allgather_kv", "ring" or "ulysses".
     ``q_chunk`` bounds the scores held at once to ``q_chunk`` query rows (long sequences).
+    ``layout``: how q, k, v are split over the ranks, "contiguous" or "zigzag" (rank r holds
+    chunks r and 2N-1-r of 2N: causal work is balanced); see
+    :func:`~trtdsl.parallel.shard_sequence`.
 
     >>> out = cp_attention(q, k, v, strategy="ulysses", causal=True)     # doctest: +SKIP
     """
     cls = get_strategy(strategy)
-    return cls(causal=causal, scale=scale, groups=groups, q_chunk=q_chunk, name=name)(q, k, v)
+    return cls(
+        causal=causal, scale=scale, groups=groups, q_chunk=q_chunk, layout=layout, name=name
+    )(q, k, v)
 
 
 __all__ = [

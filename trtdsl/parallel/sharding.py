@@ -116,16 +116,82 @@ def shard_heads(
     return np.ascontiguousarray(local.reshape(arr.shape[:axis] + (-1,) + arr.shape[axis + 1 :]))
 
 
-def shard_sequence(x: Any, rank: int, size: int, axis: int = 0) -> np.ndarray:
-    """Context parallelism: rank ``r`` holds tokens ``[r*S/size, (r+1)*S/size)`` of ``axis``.
+#: How a sequence is laid out over the ranks of a context-parallel group.
+#: ``contiguous``: rank r holds tokens [r*S/N, (r+1)*S/N). ``zigzag``: the sequence is cut in 2N
+#: chunks and rank r holds chunks r and 2N-1-r (in that order), so causal attention costs every
+#: rank the same.
+LAYOUTS = ("contiguous", "zigzag")
+
+
+def check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise _fail(f"unknown sequence layout {layout!r}; expected one of {LAYOUTS}")
+
+
+def sequence_segments(rank: int, size: int, seq: int, layout: str) -> list[tuple[int, int]]:
+    """``(start, length)`` of the global token ranges rank ``rank`` holds, in local order.
+
+    >>> sequence_segments(1, 4, 16, "zigzag")
+    [(2, 2), (12, 2)]
+    """
+    check_rank(rank, size)
+    check_layout(layout)
+    parts = size if layout == "contiguous" else 2 * size
+    if seq % parts:
+        raise _fail(
+            f"cannot split a sequence of {seq} evenly over {size} ranks ({layout}: {parts} chunks)"
+        )
+    c = seq // parts
+    if layout == "contiguous":
+        return [(rank * c, c)]
+    return [(rank * c, c), ((2 * size - 1 - rank) * c, c)]
+
+
+def _array_module(x: Any) -> Any:
+    if isinstance(x, np.ndarray) or not hasattr(x, "__cuda_array_interface__"):
+        return np
+    import cupy  # a device array: keep it on the device
+
+    return cupy
+
+
+def shard_sequence(x: Any, rank: int, size: int, axis: int = 0, layout: str = "contiguous") -> Any:
+    """Context parallelism: the tokens of ``axis`` that rank ``rank`` holds in ``layout``
+    (see :data:`LAYOUTS`). NumPy in, NumPy out; a CuPy array stays on its device.
 
     >>> shard_sequence(np.arange(8), 3, 4).tolist()
     [6, 7]
+    >>> shard_sequence(np.arange(8), 1, 2, layout="zigzag").tolist()
+    [2, 3, 4, 5]
     """
-    return shard(x, rank, size, axis=axis, what="sequence")
+    xp = _array_module(x)
+    arr = x if xp is not np else np.asarray(x)
+    if arr.ndim == 0:
+        raise _fail("cannot shard a scalar sequence")
+    if not -arr.ndim <= axis < arr.ndim:
+        raise _fail(f"axis {axis} is out of range for a sequence of shape {arr.shape}")
+    axis %= arr.ndim
+    pieces = []
+    for start, length in sequence_segments(rank, size, arr.shape[axis], layout):
+        idx = [slice(None)] * arr.ndim
+        idx[axis] = slice(start, start + length)
+        pieces.append(arr[tuple(idx)])
+    return xp.ascontiguousarray(xp.concatenate(pieces, axis=axis))
 
 
-def unshard(chunks: list[Any], axis: int = 0) -> np.ndarray:
+def unshard(chunks: list[Any], axis: int = 0, layout: str = "contiguous") -> np.ndarray:
     """Concatenate per-rank chunks in rank order on ``axis`` (inverse of :func:`shard_columns`,
-    :func:`shard_rows`, :func:`shard_sequence`; not of packed :func:`shard_heads`)."""
-    return np.concatenate([np.asarray(c) for c in chunks], axis=axis)
+    :func:`shard_rows`, :func:`shard_sequence` with its ``layout``; not of packed
+    :func:`shard_heads`).
+
+    >>> unshard([np.array([0, 1, 6, 7]), np.array([2, 3, 4, 5])], layout="zigzag").tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    check_layout(layout)
+    arrays = [np.asarray(c) for c in chunks]
+    if layout == "contiguous":
+        return np.concatenate(arrays, axis=axis)
+    n = len(arrays)
+    halves = [np.split(a, 2, axis=axis) for a in arrays]
+    ordered = [halves[g][0] if g < n else halves[2 * n - 1 - g][1] for g in range(2 * n)]
+    return np.concatenate(ordered, axis=axis)
