@@ -160,6 +160,10 @@ def _site_nodes(tree: ast.Module, func: str | None) -> Iterator[tuple[ast.AST, s
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
             seen.update(id(n) for n in ast.walk(node))
+        notes = [getattr(node, "returns", None), getattr(node, "annotation", None)]
+        for note in notes:  # annotations are not evaluated (from __future__ import annotations)
+            if isinstance(note, ast.AST):
+                seen.update(id(n) for n in ast.walk(note))
     for region in _regions(tree, func):
         for node in ast.walk(region):
             if id(node) in seen:
