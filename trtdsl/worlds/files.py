@@ -140,7 +140,8 @@ class FileWorld(ChannelWorld):
         self._write(self._path("ready"), {"kind": "ready"})
 
     def _join_session(self) -> None:
-        deadline = time.monotonic() + self.timeout
+        # rank 0 names a missing rank after `timeout`: wait a little longer for its report
+        deadline = time.monotonic() + self.timeout + min(5.0, 0.25 * self.timeout) + 0.5
         poll = _Poll()
         while True:
             msg = read_file_message(self.id_file, self.token)
@@ -167,25 +168,32 @@ class FileWorld(ChannelWorld):
                     + (
                         "rank 0 did not write it (not started, or failed)"
                         if not self.nonce
-                        else "not every rank arrived"
+                        else "not every rank arrived (missing: "
+                        + ", ".join(
+                            f"rank {r}"
+                            for r in range(1, self.size)
+                            if not self._path("hello", r).exists()
+                        )
+                        + ")"
                     )
                 )
             poll.sleep()
 
     # -- exchanges
-    def _why_gone(self, r: int) -> str | None:
-        msg = read_file_message(self._path("failed", r), self.token)
-        if msg:
-            return f"{msg.get('message')}"
-        if self._path("bye", r).exists():
-            return "already finished (left the world) while others still wait for it"
-        return None
-
-    def _stop(self, what: str, ranks: list[int]):
+    def _stop(self, what: str, ranks: list[int]) -> Exception | None:
+        """RankFailedError if one of ``ranks`` sent a failure notice (first) or left."""
         for r in ranks:
-            why = self._why_gone(r)
-            if why:
-                return self._fail(f"rank {self.rank} stopped waiting at {what}: rank {r} {why}")
+            msg = read_file_message(self._path("failed", r), self.token)
+            if msg:
+                return self._fail(
+                    f"rank {self.rank} stopped waiting at {what}: rank {r} {msg.get('message')}"
+                )
+        for r in ranks:
+            if self._path("bye", r).exists():
+                return self._fail(
+                    f"rank {self.rank} stopped waiting at {what}: rank {r} already finished "
+                    "(left the world) while others still wait for it"
+                )
         return None
 
     def _gather(self, item: Any, what: str) -> list[Any]:
@@ -217,6 +225,16 @@ class FileWorld(ChannelWorld):
                     raise err
             if time.monotonic() > deadline:
                 who = f"rank {missing[0]}" if len(missing) == 1 else f"ranks {missing}"
+                # a notice on behalf of the missing rank, so that every other rank names it
+                notice = (
+                    f"did not get to {what} within {self.timeout:g} s (it hangs, died, or runs "
+                    "a different sequence of collectives)"
+                )
+                if not self._path("failed", missing[0]).exists():
+                    self._write(
+                        self._path("failed", missing[0]),
+                        {"kind": "failed", "rank": missing[0], "message": notice},
+                    )
                 raise self._fail(
                     f"rank {self.rank} waited more than {self.timeout:g} s at {what}: {who} did "
                     "not get there (it hangs, died, or runs a different sequence of collectives)"

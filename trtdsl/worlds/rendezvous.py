@@ -93,6 +93,7 @@ class SocketWorld(ChannelWorld):
         self._gone: dict[int, str] = {}  # rank -> why it is gone ("raised ...", "died ...")
         self._seq = 0
         self._closing = False
+        self._gone_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         if size == 1:
             return
@@ -252,10 +253,8 @@ class SocketWorld(ChannelWorld):
                 continue
             if kind == "failed":
                 r = msg.get("rank")
-                if isinstance(r, int) and r not in self._gone:
-                    self._gone[r] = str(msg.get("message"))
-                    if self.rank == 0:  # relay to everyone else at once
-                        self._broadcast(msg, skip=(peer.rank, r))
+                if isinstance(r, int):
+                    self._record(r, str(msg.get("message")), skip=(peer.rank, r))
             self._events.put((peer.rank, msg))
 
     def _lost(self, peer: _Peer, why: str | None = None) -> None:
@@ -268,11 +267,19 @@ class SocketWorld(ChannelWorld):
                 else "died: its connection closed without a failure notice (the process "
                 "exited or was killed)"
             )
-        if peer.rank not in self._gone:
-            self._gone[peer.rank] = why
-            if self.rank == 0:
-                self._broadcast({"kind": "failed", "rank": peer.rank, "message": why}, (peer.rank,))
+        self._record(peer.rank, why, skip=(peer.rank,))
         self._events.put((peer.rank, {"kind": "lost"}))
+
+    def _record(self, rank: int, why: str, skip: tuple) -> None:
+        """Remember the first reason rank ``rank`` is gone; rank 0 relays it to the others
+        first (this rank may stop, and leave, as soon as it is recorded). One at a time, so the
+        first failure stays first everywhere."""
+        with self._gone_lock:
+            if rank in self._gone:
+                return
+            if self.rank == 0:
+                self._broadcast({"kind": "failed", "rank": rank, "message": why}, skip)
+            self._gone[rank] = why
 
     def _broadcast(self, msg: dict, skip: tuple = ()) -> None:
         for r, p in list(self._peers.items()):
@@ -289,7 +296,7 @@ class SocketWorld(ChannelWorld):
     def _stop(self, what: str) -> RankFailedError | None:
         if not self._gone:
             return None
-        r = min(self._gone)
+        r = next(iter(self._gone))  # the first failure heard of
         return self._fail(f"rank {self.rank} stopped waiting at {what}: rank {r} {self._gone[r]}")
 
     def _gather(self, item: Any, what: str) -> list[Any]:

@@ -101,7 +101,7 @@ def encode(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return {"b": _b64(bytes(obj))}
     if isinstance(obj, np.ndarray):
-        a = np.ascontiguousarray(obj)
+        a = obj if obj.flags.c_contiguous else obj.copy(order="C")  # keeps 0-d arrays 0-d
         return {"a": [_dtype_name(a.dtype), list(a.shape), _b64(a.tobytes())]}
     if isinstance(obj, np.generic):
         a = np.asarray(obj)
@@ -152,7 +152,7 @@ def decode(data: Any, depth: int = 0) -> Any:
             raise WireError(f"bad array shape in message: {shape!r}")
         if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(raw):
             raise WireError(f"array of shape {shape} {dt} does not match its {len(raw)} bytes")
-        return np.frombuffer(raw, dt).reshape(shape).copy()
+        return np.frombuffer(raw, dt).reshape(tuple(shape)).copy()
     if tag == "s" and isinstance(v, list) and len(v) == 2:
         dt, raw = _parse_dtype(v[0]), _unb64(v[1])
         if len(raw) != dt.itemsize:
