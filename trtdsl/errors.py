@@ -54,8 +54,21 @@ class DefinitionError(TrtDslError, ValueError):
         super().__init__(f"{head}{loc}: {message}")
 
 
+class TensorUsageError(TrtDslError, TypeError):
+    """A Tensor used as a Python value it cannot stand for while the network is defined (its
+    truth value, iteration, a length it does not have). A TypeError, as Python's protocols
+    expect; the message names the user's file:line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} (at {user_location()})")
+
+
 class ExecutionError(TrtDslError, RuntimeError):
     """Running a network failed: bad feeds, or a layer failed at run time."""
+
+
+class UnknownBackendError(ExecutionError, ValueError):
+    """``backend=`` names no backend."""
 
 
 class CollectiveMismatchError(ExecutionError):

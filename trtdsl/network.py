@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
-from .errors import DefinitionError, ExecutionError, SourceLocation, TrtDslError, user_location
+from .errors import (
+    DefinitionError,
+    ExecutionError,
+    SourceLocation,
+    TrtDslError,
+    UnknownBackendError,
+    user_location,
+)
 from .ir import Layer, RankInfo, TensorType, format_shape
 from .ops import CONSTANT, INPUT
 from .ops.base import OpDef
@@ -37,8 +44,25 @@ BACKEND_MODULES = {
 def backend_module(name: str) -> Any:
     """The backend module called ``name`` (it has ``run(network, feeds, **options)``)."""
     if name not in BACKEND_MODULES:
-        raise ExecutionError(f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
+        msg = f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}"
+        raise UnknownBackendError(msg)
     return importlib.import_module(BACKEND_MODULES[name])
+
+
+def _narrow(arr: np.ndarray, target: np.dtype) -> np.ndarray:
+    """``arr`` as ``target``; ValueError where that changes a value beyond rounding (finite
+    values overflowing a float type, fractions or out-of-range values cast to an int type)."""
+    with np.errstate(all="ignore"):
+        out = arr.astype(target)
+    if arr.dtype.kind in "biuf" and target.kind == "f":
+        bad = np.isfinite(arr) & ~np.isfinite(out.astype(np.float64))
+        if bad.any():
+            raise ValueError(f"values overflow {target.name} (e.g. {arr[bad].flat[0]!r})")
+    elif arr.dtype.kind in "biuf" and target.kind in "iu":
+        bad = arr.astype(np.float64) != out.astype(np.float64)
+        if bad.any():
+            raise ValueError(f"{target.name} cannot hold {arr[bad].flat[0]!r}")
+    return out
 
 
 class Network:
@@ -156,6 +180,8 @@ class Network:
     ) -> Tensor:
         """A network input. Use None or -1 for a dynamic dimension."""
         where = user_location()
+        if not isinstance(name, str) or not name:
+            raise self._fail(f"input name must be a non-empty string, got {name!r}", where)
         if name in self.inputs:
             raise self._fail(
                 f"duplicate input name '{name}' (already an input of type "
@@ -168,6 +194,8 @@ class Network:
             raise self._fail(f"input '{name}': {e}", where) from None
         if isinstance(shape, (int, np.integer)):
             shape = (shape,)
+        if isinstance(shape, (str, bytes)):
+            raise self._fail(f"input '{name}': shape must be a sequence, got {shape!r}", where)
         try:
             shape = tuple(shape)
         except TypeError:
@@ -177,7 +205,7 @@ class Network:
         for d in shape:
             if isinstance(d, (bool, np.bool_)):
                 raise self._fail(f"input '{name}': bad dimension {d!r} in shape {shape}", where)
-            if d is None or d == -1:
+            if d is None or (isinstance(d, (int, np.integer)) and d == -1):
                 dims.append(None)
             elif isinstance(d, (int, np.integer)) and d >= 0:
                 dims.append(int(d))
@@ -197,13 +225,9 @@ class Network:
         try:
             arr = np.asarray(value)
             if dtype is not None:
-                arr = arr.astype(dtypes.as_dtype(dtype).numpy)
+                arr = _narrow(arr, dtypes.as_dtype(dtype).numpy)
             elif arr.dtype == np.float64:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    narrow = arr.astype(np.float32)
-                if (np.isfinite(arr) & ~np.isfinite(narrow)).any():
-                    raise ValueError("float64 values overflow float32 (give dtype= or scale them)")
-                arr = narrow
+                arr = _narrow(arr, np.dtype(np.float32))
             elif arr.dtype == np.int64 and np.ndim(value) == 0 and -(2**31) <= arr < 2**31:
                 arr = arr.astype(np.int32)  # a Python int, when int32 holds it
             dtypes.as_dtype(arr.dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import functional as F
+from .errors import TensorUsageError
 from .ir import Value, format_shape
 from .ops.api import REGISTRY
 
@@ -30,17 +31,17 @@ class Tensor(Value):
         return f"Tensor('{self.name}', shape={format_shape(self.shape)}, dtype={self.dtype})"
 
     def __bool__(self) -> bool:
-        raise TypeError(
+        raise TensorUsageError(
             f"the truth value of tensor '{self.name}' is unknown while the network is being "
             "defined; use trtdsl.select or comparisons to build conditions"
         )
 
     def __iter__(self):
-        raise TypeError(f"tensor '{self.name}' is not iterable; use .split() or indexing")
+        raise TensorUsageError(f"tensor '{self.name}' is not iterable; use .split() or indexing")
 
     def __len__(self) -> int:
         if self.ndim == 0 or self.shape[0] is None:
-            raise TypeError(f"tensor '{self.name}' has no static length")
+            raise TensorUsageError(f"tensor '{self.name}' has no static length")
         return self.shape[0]
 
     # -- operators ---------------------------------------------------------------------------

@@ -37,6 +37,9 @@ def network_of(*values: Any, op: str | None = None, name: str | None = None) -> 
     """The one network that the tensors among ``values`` belong to."""
     nets = {id(v.network): v.network for v in values if isinstance(v, Value)}
     what = op or "layer"
+    if name is not None and (not isinstance(name, str) or not name):
+        # checked before a builder records anything (some record several layers)
+        raise fail(what, f"layer name must be a non-empty string, got {name!r}", *values)
     if not nets:
         kinds = ", ".join(type(v).__name__ for v in values)
         raise fail(what, f"no Tensor among the arguments ({kinds})", name=name)

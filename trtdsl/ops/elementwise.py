@@ -417,7 +417,7 @@ def sigmoid(x: Value, name: str | None = None) -> Value:
 def gelu(x: Value, approximate: str = "none", name: str | None = None) -> Value:
     """GELU; ``approximate="none"`` uses erf, ``"tanh"`` the tanh approximation."""
     kinds = {"none": "gelu_erf", "erf": "gelu_erf", "tanh": "gelu_tanh"}
-    if approximate not in kinds:
+    if not isinstance(approximate, str) or approximate not in kinds:
         raise fail(
             "gelu", f"approximate must be 'none' or 'tanh', got {approximate!r}", x, name=name
         )

@@ -215,6 +215,10 @@ SELECT = Select()
 @public("indexing", method=None)
 def concat(tensors: Sequence[Value], axis: int = 0, name: str | None = None) -> Value:
     """Concatenate along ``axis``."""
+    if not isinstance(tensors, (list, tuple)):  # a Tensor, None, ...: not a sequence of them
+        what = "one Tensor" if isinstance(tensors, Value) else type(tensors).__name__
+        args = (tensors,) if isinstance(tensors, Value) else ()
+        raise fail("concat", f"expected a list or tuple of tensors, got {what}", *args, name=name)
     tensors = list(tensors)
     net = network_of(*tensors, op="concat", name=name)
     return net.add_layer(CONCAT, tensors, {"axis": axis}, name=name)[0]
@@ -230,6 +234,9 @@ def slice(
 ) -> Value:
     """Static strided slice: ``size[i]`` elements from ``start[i]`` every ``stride[i]``."""
     net = network_of(x, op="slice", name=name)
+    for what, v in (("start", start), ("size", size), ("stride", stride)):
+        if not (isinstance(v, (list, tuple, np.ndarray)) or (v is None and what == "stride")):
+            raise fail("slice", f"{what} must be a sequence of ints, got {v!r}", x, name=name)
     stride = (1,) * len(start) if stride is None else tuple(stride)
     attrs = {"start": tuple(start), "size": tuple(size), "stride": stride}
     return net.add_layer(SLICE, (x,), attrs, name=name)[0]
@@ -244,6 +251,8 @@ def getitem(x: Value, index: Any) -> Value:
         return fail("getitem", f"index {index!r}: {message}", x)
 
     idx = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, (np.ndarray, list, Value)) for i in idx):
+        raise bad("unsupported index (use ints, slices, '...' or None; gather for arrays)")
     if builtins.sum(i is Ellipsis for i in idx) > 1:
         raise bad("an index can only have one '...'")
     used = builtins.sum(1 for i in idx if i is not None and i is not Ellipsis)
@@ -320,7 +329,10 @@ def gather(x: Value, indices: TensorLike, axis: int = 0, name: str | None = None
     if isinstance(indices, Value):
         idx = indices
     else:
-        arr = np.asarray(indices)
+        try:
+            arr = np.asarray(indices)
+        except (ValueError, TypeError) as e:  # ragged lists and the like
+            raise fail("gather", f"indices are not an array: {e}", x, name=name) from None
         if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
             raise fail("gather", f"indices must be integers, got {arr.dtype}", x, name=name)
         arr = arr.astype(np.int64)

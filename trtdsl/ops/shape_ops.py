@@ -213,6 +213,8 @@ def reshape(x: Value, shape: Sequence[int], name: str | None = None) -> Value:
 def transpose(x: Value, perm: Sequence[int] | None = None, name: str | None = None) -> Value:
     """Permute axes (default: reverse them)."""
     net = network_of(x, op="transpose", name=name)
+    if perm is not None and not isinstance(perm, (list, tuple, np.ndarray)):
+        raise fail("transpose", f"perm must be a sequence of axes, got {perm!r}", x, name=name)
     p = None if perm is None else tuple(perm)
     return net.add_layer(TRANSPOSE, (x,), {"perm": p}, name=name)[0]
 
