@@ -1,7 +1,9 @@
 """Shared launcher for the samples: one rank per process under mpiexec, or simulated ranks.
 
-Under ``mpiexec -n N`` each process is a rank: ``MPIWorld`` for the numpy and tensorrt
-backends, ``NcclWorld`` (collectives through NCCL on the GPU) for ``--backend cupy``. Started
+Under a launcher (``mpiexec -n N``, ``torchrun --nproc_per_node=N``, ``srun -n N``, or
+TensorRT's ``TRT_MY_RANK``/``TRT_WORLD_SIZE``/``TRT_NCCL_ID_FILE``) each process is a rank of
+``td.world_from_env()`` (see docs/launching.md); ``--backend cupy`` runs the collectives through
+NCCL on the GPU (``NcclWorld``, GPU = local rank) with that world as its control plane. Started
 plainly, ``--world-size N`` ranks run as threads of one process (``InProcessWorld``).
 
 Each sample's ``per_rank(world)`` returns ``(rank, ok, line)``; :func:`finish` prints the lines
@@ -27,6 +29,14 @@ def under_mpi() -> bool:
     return any(k in os.environ for k in _MPI_ENV)
 
 
+def launcher() -> str:
+    """The launcher that started this process (``td.world_from_env``'s order): "mpi",
+    "torchrun", "slurm", "trt", or "single" (started plainly: simulated ranks)."""
+    from trtdsl.worlds.env import detect_launcher
+
+    return detect_launcher(os.environ)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
@@ -44,11 +54,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def world_size(args: argparse.Namespace) -> int:
-    """The number of ranks: the MPI job's size under mpiexec, else ``--world-size``."""
-    if under_mpi():
+    """The number of ranks: the job's size under a launcher, else ``--world-size``."""
+    if launcher() == "mpi":
         from mpi4py import MPI
 
         return MPI.COMM_WORLD.Get_size()
+    if launcher() != "single":
+        from trtdsl.worlds import detect_launch
+
+        return detect_launch().size
     return args.world_size
 
 
@@ -57,39 +71,55 @@ def launch(args: argparse.Namespace, per_rank: Callable[[td.World], Any]) -> lis
     in-process), None on the other MPI ranks.
 
     Where TensorRT is not installed, ``--backend tensorrt`` ends the program with TensorRT's
-    message (exit status 2) instead of a traceback from every rank.
+    message (exit status 2) instead of a traceback from every rank. Any other trtdsl error (a
+    :class:`trtdsl.TrtDslError`: bad arguments, a layer that cannot be defined, a failed run)
+    ends it with the error's message and exit status 1, also without a traceback; under
+    mpiexec the rank that has it prints it and ends the job (``MPI_Abort``), so no other rank
+    waits for it.
     """
     rank = 0
     try:
-        if under_mpi():
-            from mpi4py import MPI
-
-            rank = MPI.COMM_WORLD.Get_rank()
+        if launcher() != "single":
+            control = td.world_from_env()  # MPI, torchrun, srun or TRT_* variables
+            rank = control.rank
             if args.backend == "cupy":
                 from trtdsl.backends.cupy import NcclWorld
 
                 try:
-                    world: td.World = NcclWorld()  # selects GPU rank % device_count
+                    world: td.World = NcclWorld(world=control)  # selects GPU local_rank
                 except td.ExecutionError as e:  # no CuPy here: the same on every rank
                     if rank == 0:
                         print(f"error: {e}", file=sys.stderr)
                     raise SystemExit(2) from None
             else:
-                world = td.MPIWorld()
+                world = control
             try:
                 result = per_rank(world)
             finally:
-                if hasattr(world, "close"):
+                if world is not control:
                     world.close()  # NCCL communicators (collective: every rank calls it)
-            gathered = world.comm.gather(result, root=0)
+            gathered = control.exchange(result, "gathering the samples' results")
+            if hasattr(control, "close"):
+                control.close()
             return gathered if rank == 0 else None
         if args.backend == "cupy":
-            raise SystemExit("--backend cupy needs one process per GPU: run it under mpirun")
+            raise SystemExit(
+                "--backend cupy needs one process per GPU: run it under mpirun, torchrun or srun"
+            )
         return td.InProcessWorld(args.world_size).run(per_rank)
     except TensorRTUnavailableError as e:  # every rank gets it at net.run, before any exchange
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except td.TrtDslError as e:
+        where = f" on rank {rank}" if under_mpi() else ""
+        print(f"error{where}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        if under_mpi():
+            from mpi4py import MPI
+
+            if MPI.COMM_WORLD.Get_size() > 1:
+                MPI.COMM_WORLD.Abort(1)  # the others may wait for this rank in a collective
+        raise SystemExit(1) from None
 
 
 def finish(results: list[Any] | None, what: str, backend: str) -> int:
