@@ -25,13 +25,15 @@ def multi_rank(net: Any) -> bool:
 class TensorRTSession(Session):
     backend = "tensorrt"
 
-    def __init__(self, network: Any, check: str = "once", **build_options: Any) -> None:
+    def __init__(
+        self, network: Any, check: str = "once", trt: Any = None, **build_options: Any
+    ) -> None:
         super().__init__(network, check)
         from .tensorrt.build import build_engine, validate_options
         from .tensorrt.module import import_tensorrt
 
         validate_options(network, **build_options)  # profiles cover the dynamic inputs
-        trt = import_tensorrt()
+        trt = trt if trt is not None else import_tensorrt()
         from .tensorrt.runtime import Engine, select_device
 
         world = network.world

@@ -31,8 +31,8 @@ def compile(net: Any, **options: Any) -> Any:  # noqa: A001 - the backend's verb
     dynamic inputs) and ``check``."""
     from ..session_trt import TensorRTSession
 
-    import_tensorrt()  # first: a clear error on machines without TensorRT
-    return TensorRTSession(net, **options)
+    trt = import_tensorrt()  # first: a clear error on machines without TensorRT
+    return TensorRTSession(net, trt=trt, **options)
 
 
 def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, np.ndarray]:
@@ -44,7 +44,7 @@ def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, n
     """
     from ..session_trt import TensorRTSession
 
-    import_tensorrt()  # first: a clear error on machines without TensorRT
+    trt = import_tensorrt()  # first: a clear error on machines without TensorRT
     checked = check_feeds(net, feeds, np.asarray)
     if build_options.get("profiles") is None:
         dynamic = {n: a.shape for n, a in checked.items() if not net.inputs[n].type.is_static}
@@ -58,5 +58,5 @@ def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, n
             "backend needs one process per rank (mpiexec -n N, world=td.MPIWorld()); "
             f"{type(world).__name__} cannot host NCCL communicators"
         )
-    with TensorRTSession(net, **build_options) as session:
+    with TensorRTSession(net, trt=trt, **build_options) as session:
         return session.run(checked)
