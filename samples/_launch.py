@@ -95,6 +95,11 @@ def launch(args: argparse.Namespace, per_rank: Callable[[td.World], Any]) -> lis
                 world = control
             try:
                 result = per_rank(world)
+            except Exception as e:  # without MPI: tell the other ranks before leaving
+                notify = getattr(control, "notify_failure", None)
+                if notify is not None:
+                    notify(f"raised {type(e).__name__}: {e}")
+                raise
             finally:
                 if world is not control:
                     world.close()  # NCCL communicators (collective: every rank calls it)

@@ -1,4 +1,5 @@
-"""``NcclWorld``: an MPI world whose collectives run on the GPU through NCCL (CuPy arrays)."""
+"""``NcclWorld``: a world whose collectives run on the GPU through NCCL (CuPy arrays); the
+control plane (agreement, the NCCL unique ids) is any World: MPI, sockets or files."""
 
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ from typing import Any
 
 from ...errors import ExecutionError
 from ...ops.collective import CollectiveSpec, output_shape, poison
-from ...worlds import MPIWorld, agree_on_collective
+from ...worlds import MPIWorld, World, agree_on_collective, local_rank_from_env
 from .device import cupy_module as _cupy
 
 
-class NcclWorld(MPIWorld):
-    """An MPI world whose collectives run on the GPU through NCCL.
+class NcclWorld(World):
+    """A world whose collectives run on the GPU through NCCL.
 
-    Each rank selects GPU ``rank % device_count`` (unless ``device`` is given), makes one NCCL
-    communicator per group partition it meets, and before every NCCL call agrees with the other
-    ranks (over MPI, with a timeout) on what is about to run, so a mismatch fails instead of
-    hanging the GPU. ``close()`` frees the communicators (collective).
+    ``world`` is the control plane: any World (default: ``MPIWorld(comm, timeout)``, or pass
+    ``td.world_from_env()`` to run under torchrun, srun or TensorRT's ``TRT_*`` variables
+    without MPI). Each rank selects GPU ``local_rank`` (the rank on its node, from the control
+    world or the launcher's variables) unless ``device`` is given, makes one NCCL communicator
+    per group partition it meets (the unique id travels over the control plane as bytes), and
+    before every NCCL call agrees with the other ranks (with a timeout) on what is about to run,
+    so a mismatch fails instead of hanging the GPU. ``close()`` frees the communicators
+    (collective). Other attributes (``comm``, ``abort``...) are the control world's.
     """
 
     def __init__(
@@ -25,13 +30,35 @@ class NcclWorld(MPIWorld):
         device: int | None = None,
         timeout: float = 120.0,
         check_each: bool = True,
+        world: World | None = None,
     ) -> None:
-        super().__init__(comm, timeout)
+        self.control = MPIWorld(comm, timeout) if world is None else world
+        self.size, self.rank = self.control.size, self.control.rank
+        self.local_rank = getattr(self.control, "local_rank", None)
+        if self.local_rank is None:
+            self.local_rank = local_rank_from_env(default=-1)
+        if self.local_rank < 0 and hasattr(self.control, "comm"):
+            from mpi4py import MPI
+
+            shared = self.control.comm.Split_type(MPI.COMM_TYPE_SHARED)
+            self.local_rank = shared.Get_rank()
+            shared.Free()
+        if self.local_rank < 0:
+            self.local_rank = self.rank
         cp = _cupy()
-        self.device = self.rank % cp.cuda.runtime.getDeviceCount() if device is None else device
+        count = cp.cuda.runtime.getDeviceCount()
+        self.device = self.local_rank % count if device is None else device
         cp.cuda.Device(self.device).use()
         self.check_each = check_each
         self._comms: dict[tuple, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:  # comm, timeout, abort, wait_for_all...
+        if name == "control":
+            raise AttributeError(name)
+        return getattr(self.control, name)
+
+    def exchange(self, obj: Any, what: str, key: Any = None) -> list[Any]:
+        return self.control.exchange(obj, what, key)
 
     def communicator(self, spec: CollectiveSpec) -> Any:
         """The NCCL communicator of this rank's group in ``spec.partition`` (made once)."""
@@ -39,10 +66,28 @@ class NcclWorld(MPIWorld):
 
         key = spec.partition
         if key not in self._comms:
-            color = next(i for i, g in enumerate(key) if self.rank in g)
-            sub = self.comm.Split(color, spec.group.index(self.rank))
-            self._comms[key] = nccl.Communicator.from_mpi(sub)
-            sub.Free()
+            comm = getattr(self.control, "comm", None)
+            if comm is not None:  # MPI: split, and broadcast the id within the group
+                color = next(i for i, g in enumerate(key) if self.rank in g)
+                sub = comm.Split(color, spec.group.index(self.rank))
+                self._comms[key] = nccl.Communicator.from_mpi(sub)
+                sub.Free()
+            else:  # any other control plane: each group's first rank makes the id
+                raw: bytes | str | None = None
+                if spec.group[0] == self.rank:
+                    try:
+                        raw = nccl.get_unique_id().to_bytes()
+                    except nccl.NcclError as e:  # tell the others instead of leaving them
+                        raw = str(e)
+                ids = self.exchange(raw, f"NCCL unique id for groups {list(key)}", key="nccl-id")
+                raw = ids[spec.group[0]]
+                if isinstance(raw, str):
+                    raise nccl.NcclError(
+                        f"rank {spec.group[0]} could not make an ncclUniqueId: {raw}"
+                    )
+                self._comms[key] = nccl.Communicator(
+                    len(spec.group), bytes(raw), spec.group.index(self.rank)
+                )
         return self._comms[key]
 
     def collective(self, layer: Any, x: Any) -> Any:
