@@ -14,9 +14,10 @@ For each total sequence length S, dtype and mask, every rank draws the same full
 - each strategy (allgather_kv, ring, ulysses) with the sequence split over the N ranks, in the
   ``--layouts`` given (``zigzag`` balances causal work: rank r holds chunks r and 2N-1-r).
 
-Times: median of ``--repeat`` runs after a warm-up, of the slowest rank, synchronized, inputs
-already on the GPU. "vs cuDNN" is the cuDNN 1-GPU time over the row's time (> 1: faster). Every
-CP output is compared with the cuDNN output of the rank's rows. ``--cpu`` runs tiny sizes on the
+Each network is compiled once (a session); on GPUs its runs replay one CUDA graph per rank
+(``--no-graph``: eager, layer by layer from Python). Times: median of ``--repeat`` runs after a
+warm-up, of the slowest rank, synchronized, inputs already on the GPU. "vs cuDNN" is the cuDNN 1-GPU time over the row's time (> 1: faster).
+Every CP output is compared with the cuDNN output of the rank's rows. ``--cpu`` runs tiny sizes on the
 numpy backend to check this script without a GPU.
 """
 
@@ -42,8 +43,9 @@ def flops(seq: int, heads: int, d: int, causal: bool) -> float:
 class Bench:
     """The world, the array module and a timer that reports the slowest rank."""
 
-    def __init__(self, cpu: bool, repeat: int) -> None:
-        self.cpu, self.repeat = cpu, repeat
+    def __init__(self, cpu: bool, repeat: int, graph: bool) -> None:
+        self.cpu, self.repeat, self.graph = cpu, repeat, graph and not cpu
+        self.sessions: list[Any] = []
         if cpu:
             self.world: Any = td.MPIWorld()
             self.xp, self.backend, self.opts = np, "numpy", {}
@@ -72,7 +74,17 @@ class Bench:
         return statistics.median(times), out
 
     def run_net(self, net: td.Network, feeds: dict) -> Callable[[], Any]:
-        return lambda: net.run(feeds, backend=self.backend, **self.opts)["o"]
+        """A compiled session's run (made once; with ``--graph`` the whole rank's network,
+        NCCL calls and kernels included, replays as one CUDA graph)."""
+        opts = dict(self.opts, cuda_graph=True) if self.graph else self.opts
+        session = net.compile(backend=self.backend, **opts)
+        self.sessions.append(session)
+        return lambda: session.run(feeds)["o"]
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.close()
+        self.sessions.clear()
 
 
 def cudnn_attention(full: list[Any], causal: bool, scale: float) -> Callable[[], Any]:
@@ -105,25 +117,28 @@ def main() -> int:
     ap.add_argument("--layouts", default="contiguous,zigzag")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", default=None, help="also write the table to this file")
+    ap.add_argument("--no-graph", action="store_true", help="run eagerly, not as CUDA graphs")
     ap.add_argument("--cpu", action="store_true")
     args = ap.parse_args()
-    b = Bench(args.cpu, args.repeat)
+    b = Bench(args.cpu, args.repeat, graph=not args.no_graph)
     xp, n, rank = b.xp, b.world.size, b.world.rank
     h, dh = args.heads, args.head_dim
     scale = 1.0 / float(np.sqrt(dh))
     rows: list[dict[str, Any]] = []
 
     def add(seq: int, dtype: str, causal: bool, what: str, layout: str, t: float, **kw: Any):
+        tflops = flops(seq, h, dh, causal) / t / 1e12
         rows.append(dict(seq=seq, dtype=dtype, causal=causal, what=what, layout=layout,
-                         ms=t * 1e3, tflops=flops(seq, h, dh, causal) / t / 1e12, **kw))  # fmt: skip
+                         ms=t * 1e3, tflops=tflops, **kw))  # fmt: skip
 
     for seq in (int(s) for s in args.seqs.split(",")):
         for dtype in args.dtypes.split(","):
             rng = np.random.default_rng(seq)
+            npdt = td.as_dtype(dtype).numpy
             full = [
-                xp.asarray(rng.standard_normal((h, seq, dh), np.float32).astype(td.as_dtype(dtype).numpy))
+                xp.asarray(rng.standard_normal((h, seq, dh), np.float32).astype(npdt))
                 for _ in range(3)
-            ]  # fmt: skip
+            ]
             for causal in (m == "causal" for m in args.masks.split(",")):
                 if args.cpu:
                     net = td.Network("ref")
@@ -164,13 +179,15 @@ def main() -> int:
                         del got
                     del local, want
                 del ref
+                b.close()
                 if rank == 0:
                     print(f"done S={seq} {dtype} causal={causal}", flush=True)
     status = 0
     if rank == 0:
         lines = [
-            f"CP attention, {h} heads x {dh} head_dim, {n} ranks, backend {b.backend}; median of "
-            f"{args.repeat} (slowest rank); vs cuDNN = cuDNN 1-GPU time / time",
+            f"CP attention, {h} heads x {dh} head_dim, {n} ranks, backend {b.backend}"
+            f"{' (CUDA graphs)' if b.graph else ''}; median of {args.repeat} (slowest rank); "
+            "vs cuDNN = cuDNN 1-GPU time / time",
             "",
             "| S | dtype | mask | what | layout | ms | TFLOP/s | vs cuDNN | rel err |",
             "| ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
