@@ -16,9 +16,10 @@ For each total sequence length S, dtype and mask, every rank draws the same full
 
 Each network is compiled once (a session); on GPUs its runs replay one CUDA graph per rank
 (``--no-graph``: eager, layer by layer from Python). Times: median of ``--repeat`` runs after a
-warm-up, of the slowest rank, synchronized, inputs already on the GPU. "vs cuDNN" is the cuDNN 1-GPU time over the row's time (> 1: faster).
-Every CP output is compared with the cuDNN output of the rank's rows. ``--cpu`` runs tiny sizes on the
-numpy backend to check this script without a GPU.
+warm-up, of the slowest rank, synchronized, inputs already on the GPU. "vs cuDNN" is the cuDNN
+1-GPU time over the row's time (> 1: faster). Every CP output is compared with the cuDNN output
+of the rank's rows. ``--cpu`` runs tiny sizes on the numpy backend to check this script without
+a GPU.
 """
 
 from __future__ import annotations
