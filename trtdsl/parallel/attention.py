@@ -129,6 +129,61 @@ def _heads_last(x: Tensor, name: str | None) -> Tensor:
     return reshape(y, (0,) * (r - 1) + (-1,), name=sub(name, "merge_heads"))
 
 
+def _local_heads(num_heads: Any, n: int, x: Tensor) -> int:
+    """Heads per rank; errors for a bad count, heads that do not split, or a bad ``x``."""
+    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
+        raise fail(f"tensor_parallel_attention: num_heads must be an int >= 1, got {num_heads!r}")
+    if num_heads % n:
+        raise fail(
+            f"tensor_parallel_attention: {num_heads} heads do not split over {n} ranks "
+            f"({num_heads} % {n} = {num_heads % n})"
+        )
+    if x.ndim < 2:
+        raise fail(f"tensor_parallel_attention: x must be [..., seq, d_model], got {x.shape}")
+    return int(num_heads) // n
+
+
+def _qkv_projection(
+    x: Tensor,
+    w_qkv: Any,
+    b_qkv: Any,
+    idx: int,
+    n: int,
+    num_heads: int,
+    sharded: bool,
+    name: str | None,
+) -> tuple[Tensor, int]:
+    """The rank's column-parallel QKV projection ``[..., s, 3*(H/N)*Dh]`` and head_dim."""
+    local_heads = num_heads // n
+    if isinstance(w_qkv, (tuple, list)):
+        w_qkv = np.concatenate([np.asarray(w) for w in w_qkv], axis=-1)
+    if isinstance(b_qkv, (tuple, list)):
+        b_qkv = np.concatenate([np.asarray(b) for b in b_qkv], axis=-1)
+
+    def weight(value: Any, what: str) -> Tensor:
+        return as_weight(
+            x.network,
+            value,
+            x,
+            sharded=sharded,
+            shard_fn=lambda a: shard_heads(a, idx, n, num_heads, axis=-1, parts=3),
+            what=f"tensor_parallel_attention {what}",
+            name=sub(name, what),
+        )
+
+    w = weight(w_qkv, "w_qkv")
+    width = w.shape[-1]
+    if w.ndim != 2 or width is None or width % (3 * local_heads):
+        raise fail(
+            f"tensor_parallel_attention: local w_qkv {w.shape} is not [d_model, 3*{local_heads}"
+            "*head_dim]"
+        )
+    qkv = matmul(x, w, name=sub(name, "qkv"))
+    if b_qkv is not None:
+        qkv = add(qkv, weight(b_qkv, "b_qkv"), name=sub(name, "qkv_bias"))
+    return qkv, width // (3 * local_heads)
+
+
 def tensor_parallel_attention(
     x: Tensor,
     w_qkv: Any,
@@ -158,50 +213,9 @@ def tensor_parallel_attention(
 
     >>> y = tensor_parallel_attention(x, w_qkv, w_out, num_heads=8, causal=True)  # doctest: +SKIP
     """
-    net = x.network
-    idx, n = coords(net, groups)
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
-        raise fail(f"tensor_parallel_attention: num_heads must be an int >= 1, got {num_heads!r}")
-    if num_heads % n:
-        raise fail(
-            f"tensor_parallel_attention: {num_heads} heads do not split over {n} ranks "
-            f"({num_heads} % {n} = {num_heads % n})"
-        )
-    if x.ndim < 2:
-        raise fail(f"tensor_parallel_attention: x must be [..., seq, d_model], got {x.shape}")
-    local_heads = num_heads // n
-    if isinstance(w_qkv, (tuple, list)):
-        w_qkv = np.concatenate([np.asarray(w) for w in w_qkv], axis=-1)
-    if isinstance(b_qkv, (tuple, list)):
-        b_qkv = np.concatenate([np.asarray(b) for b in b_qkv], axis=-1)
-    w = as_weight(
-        net,
-        w_qkv,
-        x,
-        sharded=sharded,
-        shard_fn=lambda a: shard_heads(a, idx, n, num_heads, axis=-1, parts=3),
-        what="tensor_parallel_attention w_qkv",
-        name=sub(name, "w_qkv"),
-    )
-    width = w.shape[-1]
-    if w.ndim != 2 or width is None or width % (3 * local_heads):
-        raise fail(
-            f"tensor_parallel_attention: local w_qkv {w.shape} is not [d_model, 3*{local_heads}"
-            "*head_dim]"
-        )
-    head_dim = width // (3 * local_heads)
-    qkv = matmul(x, w, name=sub(name, "qkv"))
-    if b_qkv is not None:
-        b = as_weight(
-            net,
-            b_qkv,
-            x,
-            sharded=sharded,
-            shard_fn=lambda a: shard_heads(a, idx, n, num_heads, axis=-1, parts=3),
-            what="tensor_parallel_attention b_qkv",
-            name=sub(name, "b_qkv"),
-        )
-        qkv = add(qkv, b, name=sub(name, "qkv_bias"))
+    idx, n = coords(x.network, groups)
+    local_heads = _local_heads(num_heads, n, x)
+    qkv, head_dim = _qkv_projection(x, w_qkv, b_qkv, idx, n, num_heads, sharded, name)
     q, k, v = (
         _heads_first(t, local_heads, head_dim, sub(name, part))
         for t, part in zip(split(qkv, 3, axis=-1, name=sub(name, "split_qkv")), "qkv")

@@ -98,6 +98,30 @@ def column_parallel_linear(
     return y
 
 
+def _own_features(x: Tensor, idx: int, n: int) -> Tensor:
+    """This rank's contiguous slice of the last axis (the input features it multiplies)."""
+    d = x.shape[-1]
+    if d is None or d % n:
+        raise fail(f"row_parallel_linear: input features {d} do not split evenly over {n} ranks")
+    c = d // n
+    return x[..., idx * c : (idx + 1) * c]
+
+
+def _sum_partials(y: Tensor, reduce: str, n: int, groups: Any, name: str | None) -> Tensor:
+    """All-reduce the partial products, or reduce-scatter them over axis 0 (the tokens)."""
+    if reduce == "all_reduce":
+        return y.all_reduce("sum", groups=groups, name=sub(name, "all_reduce"))
+    if y.ndim < 2:
+        raise fail("row_parallel_linear: reduce_scatter needs x of rank >= 2 (tokens)")
+    d0 = y.shape[0]
+    if d0 is not None and d0 % n:
+        raise fail(
+            f"row_parallel_linear: reduce_scatter splits {d0} tokens (axis 0) over "
+            f"{n} ranks: {d0} % {n} = {d0 % n}"
+        )
+    return y.reduce_scatter("sum", groups=groups, name=sub(name, "reduce_scatter"))
+
+
 def row_parallel_linear(
     x: Tensor,
     weight: Any,
@@ -128,13 +152,7 @@ def row_parallel_linear(
     if x.ndim < 1:
         raise fail("row_parallel_linear: x needs rank >= 1")
     if not input_is_parallel and n > 1:
-        d = x.shape[-1]
-        if d is None or d % n:
-            raise fail(
-                f"row_parallel_linear: input features {d} do not split evenly over {n} ranks"
-            )
-        c = d // n
-        x = x[..., idx * c : (idx + 1) * c]
+        x = _own_features(x, idx, n)
     w = as_weight(
         net,
         weight,
@@ -148,18 +166,7 @@ def row_parallel_linear(
         raise fail(f"row_parallel_linear: weight must be [in, out], got {w.shape}")
     y = matmul(x, w, name=sub(name, "matmul"))
     if n > 1:
-        if reduce == "all_reduce":
-            y = y.all_reduce("sum", groups=groups, name=sub(name, "all_reduce"))
-        else:
-            if y.ndim < 2:
-                raise fail("row_parallel_linear: reduce_scatter needs x of rank >= 2 (tokens)")
-            d0 = y.shape[0]
-            if d0 is not None and d0 % n:
-                raise fail(
-                    f"row_parallel_linear: reduce_scatter splits {d0} tokens (axis 0) over "
-                    f"{n} ranks: {d0} % {n} = {d0 % n}"
-                )
-            y = y.reduce_scatter("sum", groups=groups, name=sub(name, "reduce_scatter"))
+        y = _sum_partials(y, reduce, n, groups, name)
     if bias is not None:
         if not isinstance(bias, Tensor):
             bias = net.constant(np.asarray(bias).astype(x.dtype.numpy), name=sub(name, "bias"))
