@@ -380,11 +380,12 @@ class SocketWorld(ChannelWorld):
             {"kind": "result", "seq": seq, "items": [items[r] for r in range(self.size)]},
             self.token,
         )
-        for p in self._peers.values():
-            try:
-                p.send(result)
-            except OSError:
-                pass  # its reader thread reports the lost connection
+        with self._gone_lock:  # a relayed failure must not overtake this result anywhere
+            for p in self._peers.values():
+                try:
+                    p.send(result)
+                except OSError:
+                    pass  # its reader thread reports the lost connection
         return [items[r] for r in range(self.size)]
 
     # -- notices and shutdown
