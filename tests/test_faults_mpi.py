@@ -1,7 +1,8 @@
 """Faults under real ``mpiexec -n 3`` / ``-n 4`` jobs: one rank misbehaves inside a network run;
-every other rank must end within the timeout with a message naming the failed rank (or, for a
-rank that never arrives, where the others waited), mpiexec must exit, and no process of the job
-may be left behind (checked in /proc: no process whose command line names the job's script).
+every other rank must end within the timeout with a message naming the failed rank (for a
+rank that never arrives: where the others waited, the roll call's missing ranks and where each
+was last seen), mpiexec must exit, and no process of the job may be left behind (checked in
+/proc: no process whose command line names the job's script).
 
 Cases: a rank raising inside a network run (its collective), a rank exiting mid-run
 (``os._exit``), a rank that never arrives (sleeps past the timeout), and a rank that catches the
@@ -157,8 +158,38 @@ def test_rank_that_never_arrives(tmp_path, n, bad):
         bad,
     )
     assert rc != 0 and secs < TIMEOUT + 20, out
-    assert f"waited more than {TIMEOUT} s at" in out, out
-    assert "another rank did not get there" in out, out
+    # the roll call names the missing rank and where it was last seen
+    lines = [line for line in out.splitlines() if f"waited more than {TIMEOUT} s at" in line]
+    assert lines, out
+    for line in lines:
+        assert f"collective 'reduce_scatter_0': rank {bad} did not get there" in line, out
+        assert f"roll call: rank {bad} last arrived at collective 'all_reduce_0'" in line, out
+
+
+@pytest.mark.parametrize("after_a_barrier", [False, True])
+def test_two_ranks_that_never_arrive(tmp_path, after_a_barrier):
+    """Ranks 1 and 3 of 4 stay away from the network run: both are named, with where each was
+    last seen (a barrier everyone passed, or no exchange at all)."""
+    rc, out, secs = job(
+        tmp_path,
+        f"""
+        world = td.MPIWorld(timeout=float(os.environ["FAULT_TIMEOUT"]))
+        if {after_a_barrier}:
+            world.wait_for_all("the first barrier")
+        if world.rank in (1, 3):
+            time.sleep(120)
+        run(world)
+        """,
+        4,
+        -1,
+    )
+    assert rc != 0 and secs < TIMEOUT + 20, out
+    lines = [line for line in out.splitlines() if f"waited more than {TIMEOUT} s at" in line]
+    assert lines, out
+    seen = "last arrived at the first barrier" if after_a_barrier else "arrived at no exchange here"
+    for line in lines:
+        assert "the network: ranks [1, 3] did not get there" in line, out
+        assert f"roll call: rank 1 {seen}; rank 3 {seen}" in line, out
 
 
 @pytest.mark.parametrize("n, bad", CASES)

@@ -39,9 +39,11 @@ from typing import Any
 from ..errors import RankFailedError
 from ..worlds.notices import (
     NOTICES,
+    collect_arrivals,
     emit,
     mark_world_broken,
     report_stream,
+    roll_call,
     send_failure_notice,
     set_report_stream,
     timed_allgather,
@@ -125,7 +127,10 @@ def barrier(what: str = "barrier", timeout: float | None = None) -> None:
     ``TRTDSL_MPI_SYNC_TIMEOUT``) instead of hanging."""
     comm = _control(what)
     t = sync_timeout() if timeout is None else timeout
-    _guarded(lambda: wait_request(comm.Ibarrier(), t, what, comm.Get_rank(), abort, _LEFT), what)
+    absent = roll_call(comm, what)
+    req = comm.Ibarrier()
+    _guarded(lambda: wait_request(req, t, what, comm.Get_rank(), abort, _LEFT, absent), what)
+    collect_arrivals(comm)
 
 
 def allgather(obj: Any, what: str = "allgather", timeout: float | None = None) -> list[Any]:
@@ -229,13 +234,14 @@ class MPIPlugin:
         if left is not None:
             # others still busy after a grace period: if they wait for this rank inside a
             # collective of the test, it will never come - tell them, so they stop
+            absent = roll_call(self.comm, what)
             req = self.comm.Ibarrier()
             grace = min(2.0, self.sync_timeout)
             if not wait_request(req, grace, what, self.rank, lambda m: None, notices=False):
                 if not self.notified:
                     self.notified = True
                     send_failure_notice(left, "left")
-                wait_request(req, self.sync_timeout, what, self.rank, on_timeout, notices=False)
+                wait_request(req, self.sync_timeout, what, self.rank, on_timeout, False, absent)
         per_rank = timed_allgather(
             self.comm,
             (payload, NOTICES.sent, world_broken()),

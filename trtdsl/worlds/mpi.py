@@ -6,14 +6,23 @@ from typing import Any
 
 from ..errors import CollectiveMismatchError, RankFailedError
 from .base import World
-from .notices import emit, install_abort_hook, timed_allgather, wait_request, world_broken
+from .notices import (
+    collect_arrivals,
+    emit,
+    install_abort_hook,
+    roll_call,
+    timed_allgather,
+    wait_request,
+    world_broken,
+)
 
 
 class MPIWorld(World):
     """One rank per MPI process (mpi4py).
 
     Every exchange waits at most ``timeout`` seconds for the other ranks; past that it prints
-    where it waited and aborts the MPI job. It also stops early (RankFailedError) when another
+    where it waited and which ranks never arrived (a roll call: each rank posts its arrival
+    at every exchange) and aborts the MPI job. It also stops early (RankFailedError) when another
     process sends a failure notice (:func:`send_failure_notice`). With ``abort_on_exception``
     (the default) an uncaught exception on any rank prints its traceback with the rank number
     and aborts the job (``sys.excepthook``), so the other ranks never wait for a dead one.
@@ -31,9 +40,13 @@ class MPIWorld(World):
             install_abort_hook()
 
     def wait_for_all(self, what: str) -> None:
-        """A barrier that stops on a failure notice and aborts the job after ``timeout``."""
+        """A barrier that stops on a failure notice and aborts the job after ``timeout``,
+        naming the ranks that never arrived."""
         __tracebackhide__ = True
-        wait_request(self.comm.Ibarrier(), self.timeout, what, self.rank, self.abort)
+        absent = roll_call(self.comm, what)
+        req = self.comm.Ibarrier()
+        if wait_request(req, self.timeout, what, self.rank, self.abort, absent=absent):
+            collect_arrivals(self.comm)
 
     def exchange(self, obj: Any, what: str, key: Any = None) -> list[Any]:
         __tracebackhide__ = True

@@ -2,7 +2,9 @@
 
 A rank that fails sends a notice to every other rank; a waiting rank polls for notices and
 stops (RankFailedError) instead of waiting forever; a wait past its timeout prints where it
-waited and aborts the job.
+waited and aborts the job. A roll call names the rank that never came: each rank, on reaching a
+timed exchange, posts a small non-blocking "arrived at <what>" message to the others; a rank
+that times out reports which ranks never posted theirs, and where each was last seen.
 """
 
 from __future__ import annotations
@@ -127,6 +129,113 @@ def mark_world_broken(reason: str) -> None:
         NOTICES.broken = reason
 
 
+# -- the roll call: who reached which exchange --------------------------------------------------
+#: The point-to-point tag of roll-call (arrival) messages, apart from failure notices.
+ARRIVAL_TAG = 31294
+_ROLL_KEYVAL: Any = None
+
+
+class _RollCall:
+    """The roll call of one communicator (kept on it as an MPI attribute, so it lives and dies
+    with the communicator, and every world or helper on it shares one count).
+
+    MPI collectives on a communicator match in call order, so the n-th timed exchange of every
+    rank is the same exchange: on reaching it a rank posts ``(n, what)`` to every other rank
+    (``isend``, tag :data:`ARRIVAL_TAG`) before waiting. A rank that times out at exchange n
+    names the ranks whose latest arrival is older than n (:meth:`absent`). Arrivals are
+    received without blocking after every exchange, so they do not pile up.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.count = 0
+        self.seen: dict[int, tuple[int, str]] = {}
+        self.requests: list[Any] = []
+
+    @staticmethod
+    def of(comm: Any) -> _RollCall | None:
+        """The communicator's roll call (made on first use); None where there is none to make
+        (a single rank, or an object that is not an mpi4py communicator)."""
+        global _ROLL_KEYVAL
+        try:
+            if comm.Get_size() == 1:
+                return None
+            if _ROLL_KEYVAL is None:
+                from mpi4py import MPI
+
+                _ROLL_KEYVAL = MPI.Comm.Create_keyval()
+            roll = comm.Get_attr(_ROLL_KEYVAL)
+            if roll is None:
+                roll = _RollCall(comm)
+                comm.Set_attr(_ROLL_KEYVAL, roll)
+            return roll
+        except Exception:  # noqa: BLE001 - no roll call: timeouts say "another rank"
+            return None
+
+    def arrive(self, what: str) -> int:
+        """Post this rank's arrival at its next exchange (``what``) to every other rank."""
+        self.count += 1
+        note = (self.count, what[:200])
+        for dest in range(self.size):
+            if dest != self.rank:
+                self.requests.append(self.comm.isend(note, dest=dest, tag=ARRIVAL_TAG))
+        self.requests = [q for q in self.requests if not q.Test()]
+        return self.count
+
+    def collect(self) -> None:
+        """Receive the arrivals that are here (never blocks)."""
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=ARRIVAL_TAG, status=status):
+            src = status.Get_source()
+            seq, what = self.comm.recv(source=src, tag=ARRIVAL_TAG)
+            if seq > self.seen.get(src, (0, ""))[0]:
+                self.seen[src] = (seq, what)
+
+    def absent(self, seq: int, grace: float = 0.3) -> tuple[str, str] | None:
+        """Who has not posted arrival ``seq`` ("rank 3" or "ranks [1, 3]") and where each was
+        last seen; None if every rank has (then a rank came late or is out of step)."""
+        deadline = time.monotonic() + grace
+        while True:  # arrivals already posted may still be on their way: a short grace
+            self.collect()
+            gone = [r for r in range(self.size) if r != self.rank and self._last(r) < seq]
+            if not gone or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if not gone:
+            return None
+        who = f"rank {gone[0]}" if len(gone) == 1 else f"ranks {gone}"
+        where = "; ".join(
+            f"rank {r} last arrived at {self.seen[r][1]}"
+            if r in self.seen
+            else f"rank {r} arrived at no exchange here"
+            for r in gone
+        )
+        return who, where
+
+    def _last(self, r: int) -> int:
+        return self.seen.get(r, (0, ""))[0]
+
+
+def roll_call(comm: Any, what: str) -> Callable[[], tuple[str, str] | None] | None:
+    """Post this rank's arrival at ``what`` on ``comm``; returns what :func:`wait_request`
+    calls on a timeout to name the ranks that never arrived (None without a roll call)."""
+    roll = _RollCall.of(comm)
+    if roll is None:
+        return None
+    seq = roll.arrive(what)
+    return lambda: roll.absent(seq)
+
+
+def collect_arrivals(comm: Any) -> None:
+    """Receive the arrival messages that are here (after an exchange completed)."""
+    roll = _RollCall.of(comm)
+    if roll is not None:
+        roll.collect()
+
+
 def wait_request(
     req: Any,
     timeout: float,
@@ -134,11 +243,13 @@ def wait_request(
     rank: int,
     on_timeout: Callable[[str], Any],
     notices: bool | frozenset[str] = True,
+    absent: Callable[[], tuple[str, str] | None] | None = None,
 ) -> bool:
     """Wait for an MPI request; stop with RankFailedError when another rank sends a failure
     notice (of any kind if ``notices`` is True, of the kinds in it if a set); after ``timeout``
     seconds call ``on_timeout(message)`` and return False (if it returns). True once the
-    request completed."""
+    request completed. ``absent`` (from :func:`roll_call`) names, in the timeout's message,
+    the ranks that never arrived."""
     __tracebackhide__ = True
     start = time.monotonic()
     deadline = start + timeout
@@ -152,9 +263,11 @@ def wait_request(
                 mark_world_broken(text)
                 raise RankFailedError(text)
         if time.monotonic() > deadline:
+            who, where = (absent() if absent is not None else None) or ("another rank", "")
             on_timeout(
-                f"rank {rank} waited more than {timeout:g} s at {what}: another rank did not "
-                "get there (it failed, hangs, or runs a different sequence of collectives)"
+                f"rank {rank} waited more than {timeout:g} s at {what}: {who} did not get there "
+                "(it failed, hangs, or runs a different sequence of collectives)"
+                + (f"; roll call: {where}" if where else "")
             )
             return False
         # yield the CPU at once at first (ranks often share cores), back off to 2 ms later
@@ -174,15 +287,17 @@ def timed_allgather(
 ) -> list[Any]:
     """Every rank's ``obj`` (pickled), by two non-blocking collectives (sizes, then bytes) that
     are polled, so the wait yields the CPU, stops on a failure notice (if ``notices``) and
-    calls ``on_timeout`` after ``timeout`` seconds instead of blocking forever."""
+    calls ``on_timeout`` after ``timeout`` seconds instead of blocking forever; its message
+    names the ranks that never arrived (:func:`roll_call`)."""
     __tracebackhide__ = True
     from mpi4py import MPI
 
     data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
     size, rank = comm.Get_size(), comm.Get_rank()
     sizes = np.zeros(size, np.int64)
+    absent = roll_call(comm, what)
     req = comm.Iallgather(np.array([data.size], np.int64), sizes)
-    if not wait_request(req, timeout, what, rank, on_timeout, notices):
+    if not wait_request(req, timeout, what, rank, on_timeout, notices, absent):
         raise RankFailedError(f"rank {rank} gave up waiting at {what}")
     displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     buf = np.empty(int(sizes.sum()), np.uint8)
@@ -190,6 +305,7 @@ def timed_allgather(
     # everyone is past the first step: the second completes, notices are not for it
     if not wait_request(req, timeout, what, rank, on_timeout, notices=False):
         raise RankFailedError(f"rank {rank} gave up waiting at {what}")
+    collect_arrivals(comm)
     return [pickle.loads(buf[d : d + n].tobytes()) for d, n in zip(displs, sizes)]
 
 
