@@ -201,11 +201,42 @@ def test_bool_is_not_a_collective_dtype():
     assert_definition_error(lambda: x.all_gather(), "got bool")
 
 
-@pytest.mark.parametrize("dtype", ["int32", "int8", "int64"])
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
 def test_avg_needs_floats(dtype):
     x = net_of().input("x", (8, 3), dtype)
     assert_definition_error(lambda: x.all_reduce("avg"), "'avg' needs a float input")
     x.all_reduce("sum")
+
+
+@pytest.mark.parametrize("op", ["all_reduce", "reduce", "reduce_scatter"])
+@pytest.mark.parametrize("how", ["sum", "prod", "max", "min", "avg"])
+def test_int8_is_quantized_reducing_collectives_refuse_it(op, how):
+    """Reducing int8 codes is arithmetic on TensorRT's quantized type (docs/dsl.md, Dtypes)."""
+    x = net_of().input("x", (8, 3), "int8")
+    assert_definition_error(
+        lambda: F.collective(x, op, reduce=how),
+        f"layer '{op}_0'",
+        "int8 is TensorRT's quantized type",
+        f"{op} (reduce '{how}') on it is not supported",
+        "dequantize it first",
+        "[inputs: x: (8, 3) int8]",
+    )
+
+
+@pytest.mark.parametrize("op", ["broadcast", "all_gather", "all_to_all", "gather", "scatter"])
+def test_int8_moves_through_data_movement_collectives(op):
+    world = td.InProcessWorld(4)
+
+    def per_rank(w):
+        net = td.Network("int8_move", world=w)
+        net.output(F.collective(net.input("x", (8, 3), "int8"), op), "y")
+        xs = np.arange(24, dtype=np.int8).reshape(8, 3) * np.int8(w.rank + 1) - np.int8(60)
+        return net.run({"x": xs})["y"]
+
+    outs = world.run(per_rank)
+    assert all(o.dtype == np.int8 for o in outs)
+    if op == "broadcast":
+        assert all(np.array_equal(o, outs[0]) for o in outs)
 
 
 def test_scalar_input():

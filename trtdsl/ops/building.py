@@ -33,6 +33,22 @@ def fail(op: str, message: str, *inputs: Any, name: str | None = None) -> Defini
     )
 
 
+#: TensorRT 11's INT8 is "a signed 8-bit integer representing a quantized floating-point value"
+#: (DataType.INT8 in the 11.4 bindings), not an integer type: strongly typed networks move and
+#: cast it, but compute on it only through dequantize (docs/dsl.md, Dtypes).
+INT8_REFUSAL = (
+    "int8 is TensorRT's quantized type: {what} on it is not supported; dequantize it first "
+    "(F.dequantize) or cast it to int32"
+)
+
+
+def refuse_int8(layer: Any, dtype: Any, what: str) -> None:
+    """Raise ``layer.fail`` (op, layer name, inputs' shapes, user's file:line) when ``dtype`` is
+    int8: ``what`` names the refused computation ("'add'", "reduce 'sum'", ...)."""
+    if getattr(dtype, "name", None) == "int8":
+        raise layer.fail(INT8_REFUSAL.format(what=what))
+
+
 def network_of(*values: Any, op: str | None = None, name: str | None = None) -> Graph:
     """The one network that the tensors among ``values`` belong to."""
     nets = {id(v.network): v.network for v in values if isinstance(v, Value)}

@@ -16,7 +16,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import OpDef
-from .building import TensorLike, fail, lift, network_of
+from .building import TensorLike, fail, lift, network_of, refuse_int8
 from .shapes import broadcast_dim, normalize_axes, normalize_axis
 
 
@@ -70,7 +70,7 @@ class MatMul(OpDef):
             a = xp.swapaxes(a, -1, -2)
         if layer.attrs["transpose_b"] and b.ndim >= 2:
             b = xp.swapaxes(b, -1, -2)
-        return [xp.matmul(a, b).astype(dt.numpy)]
+        return [ctx.matmul(a, b).astype(dt.numpy)]
 
     def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
         ta_, tb_ = layer.input_types
@@ -152,6 +152,7 @@ class Reduce(OpDef):
         kind = layer.attrs["kind"]
         if kind not in _REDUCE:
             raise layer.fail(f"unknown reduction {kind!r}; expected one of {REDUCE_KINDS}")
+        refuse_int8(layer, x.dtype, f"reduce '{kind}'")
         if x.dtype.kind == "bool" or (kind == "mean" and not x.dtype.is_float):
             raise layer.fail(f"reduce '{kind}' does not take {x.dtype} inputs")
         if x.rank == 0:
