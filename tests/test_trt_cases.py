@@ -481,3 +481,119 @@ COLLECTIVE_CASES.append(
 COLLECTIVE_CASES.append(CollectiveCase("all_reduce_int32", "all_reduce", "sum", dtype="int32"))
 COLLECTIVE_CASES.append(CollectiveCase("all_gather_bf16", "all_gather", dtype="bfloat16"))
 COLLECTIVE_CASES.append(CollectiveCase("broadcast_fp16", "broadcast", root=0, dtype="float16"))
+
+
+# --- quantization, positions, layout (issue 13) -------------------------------------------------
+def _fp8(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float32).astype(td.as_dtype("float8_e4m3").numpy)
+
+
+@case("quantize_int8_per_tensor", rtol=0, atol=0)
+def _q_int8(rng):
+    net = td.Network("q_int8")
+    x = net.input("x", (3, 8))
+    q = x.quantize(0.05, "int8")
+    net.output(q, "q")
+    net.output(q.dequantize(0.05, "float32"), "y")
+    return net, {"x": rand(rng, (3, 8), lo=-9.0, hi=9.0)}
+
+
+@case("quantize_fp8_per_channel_fp16", rtol=0, atol=0)
+def _q_fp8(rng):
+    net = td.Network("q_fp8")
+    x = net.input("x", (4, 6), "float16")
+    s = np.linspace(0.01, 0.5, 6).astype(np.float16)
+    q = x.quantize(s, "float8_e4m3", axis=1)
+    net.output(q, "q")
+    net.output(q.dequantize(s, "float16", axis=1), "y")
+    return net, {"x": rand(rng, (4, 6), "float16", -300.0, 300.0)}
+
+
+@case("quantize_block_scales", rtol=0, atol=0)
+def _q_block(rng):
+    net = td.Network("q_block")
+    x = net.input("x", (4, 8))
+    s = rng.uniform(0.01, 0.1, (2, 2)).astype(np.float32)  # blocks of 2 x 4
+    net.output(x.quantize(s, "int8").dequantize(s), "y")
+    net.output(x.quantize(s, "float8_e4m3").dequantize(s), "y8")
+    return net, {"x": rand(rng, (4, 8), lo=-20.0, hi=20.0)}
+
+
+@case("dequantize_fp8_weight_matmul", rtol=1e-5, atol=1e-5)
+def _dq_weight(rng):
+    net = td.Network("fp8_weight")
+    x = net.input("x", (3, 8))
+    s = rng.uniform(0.01, 0.02, 5).astype(np.float32)
+    w = net.constant(_fp8(rand(rng, (8, 5), lo=-400.0, hi=400.0)), name="w_fp8")
+    net.output(x @ F.dequantize(w, s, axis=1), "y")
+    return net, {"x": rand(rng, (3, 8))}
+
+
+def _rope_case(interleaved: bool, dtype: str, pairs: int, dynamic: bool):
+    def make(rng: np.random.Generator):
+        net = td.Network("rope")
+        x = net.input("x", (2, None if dynamic else 6, 8), dtype)
+        if dynamic:
+            pos = net.input("pos", (None,), "int32")
+            c, s = F.rope_frequencies(pos, 2 * pairs, dtype=dtype)
+        else:
+            c, s = F.rope_frequencies(np.arange(3, 9), 2 * pairs, dtype=dtype, net=net)
+        net.output(x.rope(c, s, interleaved=interleaved), "y")
+        feeds = {"x": rand(rng, (2, 6, 8), dtype)}
+        if dynamic:
+            feeds["pos"] = np.arange(5, 11, dtype=np.int32)
+        return net, feeds
+
+    return make
+
+
+for _il in (False, True):
+    _tag = "interleaved" if _il else "half"
+    CASES.append(Case(f"rope_{_tag}", _rope_case(_il, "float32", 4, False), 1e-5, 1e-5))
+    CASES.append(Case(f"rope_{_tag}_partial", _rope_case(_il, "float32", 2, False), 1e-5, 1e-5))
+    CASES.append(Case(f"rope_{_tag}_positions", _rope_case(_il, "float32", 4, True), 1e-5, 1e-5))
+    CASES.append(Case(f"rope_{_tag}_bf16", _rope_case(_il, "bfloat16", 4, False), 2e-2, 2e-2))
+
+
+@case("embedding", rtol=0, atol=0)
+def _embedding(rng):
+    net = td.Network("embedding")
+    ids = net.input("ids", (2, 3), "int32")
+    net.output(F.embedding(ids, rand(rng, (7, 4)), name="embed"), "h")
+    return net, {"ids": rng.integers(0, 7, (2, 3)).astype(np.int32)}
+
+
+@case("patchify", rtol=0, atol=0)
+def _patchify(rng):
+    net = td.Network("patchify")
+    img = net.input("img", (3, 4, 6))
+    batch = net.input("batch", (2, 3, 4, 4))
+    tokens = img.patchify(2)
+    net.output(tokens, "tokens")
+    net.output(tokens.unpatchify(2, (2, 3)), "back")
+    net.output(batch.patchify(2), "batched")
+    feeds = {"img": rand(rng, (3, 4, 6)), "batch": rand(rng, (2, 3, 4, 4))}
+    return net, feeds
+
+
+@case("pad", rtol=0, atol=0)
+def _pad(rng):
+    net = td.Network("pad")
+    x = net.input("x", (2, 3, 4))
+    i = net.input("i", (3, 2), "int32")
+    net.output(x.pad([(1, 0), (2, 3)], value=-1.5), "y")
+    net.output(i.pad([(0, 1), (1, 1)], value=7), "yi")
+    return net, {"x": rand(rng, (2, 3, 4)), "i": rand(rng, (3, 2), "int32", -5, 5)}
+
+
+@case("topk", rtol=0, atol=0)
+def _topk(rng):
+    net = td.Network("topk")
+    x = net.input("x", (3, 9))
+    v, i = x.topk(4)
+    net.output(v, "v")
+    net.output(i, "i")
+    v0, i0 = x.topk(2, axis=0, largest=False)
+    net.output(v0, "v0")
+    net.output(i0, "i0")
+    return net, {"x": rng.permutation(27).reshape(3, 9).astype(np.float32)}

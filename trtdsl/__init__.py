@@ -10,7 +10,18 @@
 """
 
 from . import functional, parallel
-from .dtypes import DType, as_dtype, bfloat16, bool_, float16, float32, int8, int32, int64
+from .dtypes import (
+    DType,
+    as_dtype,
+    bfloat16,
+    bool_,
+    float8_e4m3,
+    float16,
+    float32,
+    int8,
+    int32,
+    int64,
+)
 from .errors import (
     CollectiveMismatchError,
     DefinitionError,
@@ -39,6 +50,7 @@ __all__ = [
     "float32",
     "float16",
     "bfloat16",
+    "float8_e4m3",
     "int8",
     "int32",
     "int64",

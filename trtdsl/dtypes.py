@@ -39,12 +39,15 @@ class DType:
 float32 = DType("float32", np.dtype(np.float32), "float")
 float16 = DType("float16", np.dtype(np.float16), "float")
 bfloat16 = DType("bfloat16", np.dtype(ml_dtypes.bfloat16), "float")
+#: FP8 E4M3 (finite-only, max 448): TensorRT's DataType.FP8; made by ``quantize`` and read by
+#: ``dequantize`` (other ops do not take it; TensorRT's FP8 is a quantized type).
+float8_e4m3 = DType("float8_e4m3", np.dtype(ml_dtypes.float8_e4m3fn), "float")
 int8 = DType("int8", np.dtype(np.int8), "int")
 int32 = DType("int32", np.dtype(np.int32), "int")
 int64 = DType("int64", np.dtype(np.int64), "int")
 bool_ = DType("bool", np.dtype(np.bool_), "bool")
 
-ALL: tuple[DType, ...] = (float32, float16, bfloat16, int8, int32, int64, bool_)
+ALL: tuple[DType, ...] = (float32, float16, bfloat16, float8_e4m3, int8, int32, int64, bool_)
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NAME["bool_"] = bool_
 _BY_NUMPY = {d.numpy: d for d in ALL}

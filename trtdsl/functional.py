@@ -66,6 +66,7 @@ from .ops.indexing import (
     split,
     where,
 )
+from .ops.layout import pad, patchify, topk, unpatchify
 from .ops.linalg import (
     layer_norm,
     matmul,
@@ -77,6 +78,8 @@ from .ops.linalg import (
     rms_norm,
     softmax,
 )
+from .ops.position import embedding, rope, rope_frequencies
+from .ops.quantize import dequantize, quantize
 from .ops.shape_ops import (
     astype,
     cast,
@@ -158,4 +161,13 @@ __all__ = [
     "reduce_prod",
     "layer_norm",
     "rms_norm",
+    "quantize",
+    "dequantize",
+    "rope",
+    "rope_frequencies",
+    "embedding",
+    "patchify",
+    "unpatchify",
+    "pad",
+    "topk",
 ]

@@ -8,7 +8,10 @@ from .base import OpDef
 from .collective import COLLECTIVE, COLLECTIVE_OPS, REDUCE_OPS
 from .elementwise import ACTIVATION, ACTIVATIONS, BINARY_OPS, ELEMENTWISE, UNARY, UNARY_OPS
 from .indexing import CONCAT, GATHER, SELECT, SLICE, SPLIT
+from .layout import PAD, PATCHIFY, TOPK
 from .linalg import MATMUL, NORMALIZATION, REDUCE, REDUCE_KINDS, SOFTMAX
+from .position import ROPE
+from .quantize import DEQUANTIZE, QUANTIZE
 from .shape_ops import CAST, CONSTANT, IDENTITY, INPUT, RESHAPE, TRANSPOSE
 
 ALL_OPS: tuple[OpDef, ...] = (
@@ -32,6 +35,12 @@ ALL_OPS: tuple[OpDef, ...] = (
     NORMALIZATION,
     COLLECTIVE,
     ATTENTION,
+    QUANTIZE,
+    DEQUANTIZE,
+    ROPE,
+    PATCHIFY,
+    PAD,
+    TOPK,
 )
 
 __all__ = [

@@ -24,6 +24,7 @@ SECTIONS = (
     "linear algebra",
     "normalization",
     "attention",
+    "quantization",
     "data movement",
     "indexing",
     "collectives",

@@ -21,6 +21,7 @@ DATA_TYPES: dict[str, str] = {
     "float32": "FLOAT",
     "float16": "HALF",
     "bfloat16": "BF16",
+    "float8_e4m3": "FP8",
     "int8": "INT8",
     "int32": "INT32",
     "int64": "INT64",
@@ -108,6 +109,12 @@ CAUSAL_MASK: dict[str, str] = {
     "lower_right": "LOWER_RIGHT",
 }
 
+#: ``tensorrt.TopKOperation``: largest or smallest k.
+TOPK: dict[str, str] = {"max": "MAX", "min": "MIN"}
+
+#: ``tensorrt.SampleMode`` (slice sampling): FILL pads with the fill value (input 4).
+SAMPLE_MODE: dict[str, str] = {"strict": "STRICT_BOUNDS", "fill": "FILL"}
+
 #: TensorRT enum class name -> its table.
 TABLES: dict[str, Mapping[str, str]] = {
     "DataType": DATA_TYPES,
@@ -119,6 +126,8 @@ TABLES: dict[str, Mapping[str, str]] = {
     "CollectiveOperation": COLLECTIVE,
     "AttentionNormalizationOp": ATTENTION_NORMALIZATION,
     "CausalMaskKind": CAUSAL_MASK,
+    "TopKOperation": TOPK,
+    "SampleMode": SAMPLE_MODE,
 }
 
 

@@ -255,7 +255,7 @@ class LoweringContext:
     def constant(self, value: Any, layer: Layer | None, suffix: str | None = None) -> Any:
         """An ``add_constant`` of a NumPy array (kept alive until the build is done)."""
         layer = self._layer_or_current(layer)
-        arr = np.ascontiguousarray(value)
+        arr = np.ascontiguousarray(value).reshape(np.shape(value))  # 0-d stays 0-d
         dt = dtypes.as_dtype(arr.dtype)
         self._keep.append(arr)
         weights = self.trt.Weights(self.dtype(dt), int(arr.ctypes.data), int(arr.size))

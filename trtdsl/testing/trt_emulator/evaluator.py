@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import collectives, movement, pointwise, reductions
+from . import collectives, movement, pointwise, quantization, reductions
 from .collectives import Communicator
 from .graph import (
     EmulatorError,
@@ -42,10 +42,13 @@ EVALUATORS: dict[str, Evaluator] = {
     "INormalizationLayer": reductions.normalization,
     "IAttention": reductions.attention,
     "IDistCollectiveLayer": collectives.dist_collective,
+    "IQuantizeLayer": quantization.quantize,
+    "IDequantizeLayer": quantization.dequantize,
+    "ITopKLayer": quantization.topk,
 }
 
 #: Inputs a layer may leave unset (None) at these indices (dynamic slice parameters).
-_OPTIONAL_INPUTS = {"ISliceLayer": {1, 2, 3, 4, 5}}
+_OPTIONAL_INPUTS = {"ISliceLayer": {1, 2, 3, 4, 5}, "IQuantizeLayer": {2}, "IDequantizeLayer": {2}}
 
 
 class NetworkRun:
