@@ -28,6 +28,7 @@ LAYERS = [
     ("trtdsl.kernels",),
     ("trtdsl.backends",),
     ("trtdsl.parallel",),
+    ("trtdsl.weights",),
     ("trtdsl.testing",),
     ("trtdsl",),  # the package's __init__: the public surface
 ]

@@ -62,11 +62,14 @@ class BuildOptions:
     progress: bool = True
     cache_dir: Path | None = None
     tf32: bool = False
+    refit: bool = False
 
     def key_fields(self) -> dict[str, Any]:
         fields = {"workspace": self.workspace, "profiles": [dict(p) for p in self.profiles]}
         if self.tf32:  # absent when False: keys of engines built before the option stay valid
             fields["tf32"] = True
+        if self.refit:
+            fields["refit"] = True
         return fields
 
 
@@ -212,6 +215,7 @@ def validate_options(
     progress: Any = True,
     cache_dir: Any = None,
     tf32: Any = False,
+    refit: Any = False,
 ) -> BuildOptions:
     """Check build options without TensorRT; ValueError/TypeError naming the bad one."""
     if workspace is not None and (not _is_int(workspace) or workspace <= 0):
@@ -222,6 +226,8 @@ def validate_options(
         raise TypeError(f"progress must be True or False, got {progress!r}")
     if not isinstance(tf32, (bool, np.bool_)):
         raise TypeError(f"tf32 must be True or False, got {tf32!r}")
+    if not isinstance(refit, (bool, np.bool_)):
+        raise TypeError(f"refit must be True or False, got {refit!r}")
     return BuildOptions(
         workspace=None if workspace is None else int(workspace),
         timing_cache=_path(timing_cache, "timing_cache"),
@@ -229,6 +235,7 @@ def validate_options(
         progress=bool(progress),
         cache_dir=_path(cache_dir, "cache_dir"),
         tf32=bool(tf32),
+        refit=bool(refit),
     )
 
 
@@ -411,6 +418,8 @@ def configure(
         config.set_flag(trt.BuilderFlag.TF32)
     else:
         config.clear_flag(trt.BuilderFlag.TF32)
+    if options.refit:  # constants keep their names: refit them with trtdsl.backends...refit
+        config.set_flag(trt.BuilderFlag.REFIT)
     if options.workspace is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace)
     for prof in options.profiles:
@@ -474,6 +483,7 @@ def build_engine(
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
     tf32: bool = False,
+    refit: bool = False,
 ) -> bytes:
     """Build (or fetch from the cache) this rank's serialized TensorRT engine for ``net``.
 
@@ -482,8 +492,12 @@ def build_engine(
     :func:`normalize_profiles`). ``progress``: print build phases to stderr. ``cache_dir``:
     keep engines as files, keyed by :func:`cache_key`. ``tf32``: allow TF32 for float32
     matmuls and convolutions (default False: ``BuilderFlag.TF32`` is cleared, strict fp32).
+    ``refit``: set ``BuilderFlag.REFIT``; every constant's weights can then be replaced by
+    name (the DSL constant's name) with :func:`~trtdsl.backends.tensorrt.refit.refit_engine`.
     """
-    options = validate_options(net, workspace, timing_cache, profiles, progress, cache_dir, tf32)
+    options = validate_options(
+        net, workspace, timing_cache, profiles, progress, cache_dir, tf32, refit
+    )
     trt = import_tensorrt()
     key = cache_key(net, options, str(trt.__version__), device_description())
     with _LOCK:

@@ -51,6 +51,7 @@ from .objects import (
     FakeTensorRTLimitation,
     _suggest,
 )
+from .refit import make_fake_engine
 from .runtime import _Runtime
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "FakeEnum",
     "FakeObject",
     "FakeTensorRTLimitation",
+    "make_fake_engine",
     "make_fake_tensorrt",
 ]
 
@@ -90,6 +92,7 @@ def make_fake_tensorrt(
             setattr(mod, name, rt.function(name))
     mod.__version__ = manifest.version
     mod.__fake__ = True
+    mod.__fake_runtime__ = rt  # for make_fake_engine
     mod.MANIFEST = manifest
     mod.ContractError = ContractError
 

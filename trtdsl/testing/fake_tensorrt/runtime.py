@@ -25,6 +25,7 @@ from .objects import (
     _format_overloads,
     _suggest,
 )
+from .refit import refitter_hook
 
 _SEQUENCE_RE = re.compile(r"(?:collections\.abc\.Sequence|list|typing\.List)\[(.*)\]")
 _OPTIONAL_RE = re.compile(r"(?:typing\.)?Optional\[(.*)\]")
@@ -369,6 +370,8 @@ class _Runtime:
         ``layers``/``inputs``/``outputs`` and track ``mark_output``/``unmark_output``; layers
         created by the network answer ``get_input``/``set_input`` from their tensor arguments.
         """
+        if obj._trt_class == "Refitter":
+            return refitter_hook(obj, name, bound)
         values = list(bound.values())
         indexed = {"get_layer", "get_input", "get_output", "__getitem__", "set_input"}
         index = operator.index(values[0]) if name in indexed and values else 0
