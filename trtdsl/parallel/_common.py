@@ -70,6 +70,53 @@ def as_weight(
     return net.constant(arr.astype(like.dtype.numpy), name=name)
 
 
+def linear_weight(
+    net: Network,
+    w: Any,
+    like: Tensor,
+    *,
+    sharded: bool,
+    shard_fn: Callable[[np.ndarray], np.ndarray],
+    scale_shard_fn: Callable[[np.ndarray], np.ndarray],
+    weight_dtype: str | None,
+    weight_scale: Any,
+    what: str,
+    name: str | None,
+) -> Tensor:
+    """:func:`as_weight`, or with ``weight_dtype`` ("float8_e4m3", "int8") / ``weight_scale``
+    a quantized constant and a dequantize layer to ``like``'s dtype. A float weight is
+    quantized here per output column (over the full weight, then sharded: every rank uses the
+    same scales); a weight already quantized (an FP8/INT8 array) comes with ``weight_scale``
+    (per output column ``[out]``, or one number)."""
+    if weight_dtype is None and weight_scale is None:
+        return as_weight(net, w, like, sharded=sharded, shard_fn=shard_fn, what=what, name=name)
+    from ..ops.quantize import QUANTIZED, dequantize, quantize_array
+
+    if isinstance(w, Tensor):
+        raise fail(f"{what}: a quantized weight must be a NumPy array (with weight_scale)")
+    arr = np.asarray(w)
+    if weight_scale is None:
+        if weight_dtype not in QUANTIZED:
+            raise fail(f"{what}: weight_dtype must be one of {sorted(QUANTIZED)}")
+        if arr.ndim != 2:
+            raise fail(f"{what}: weight must be [in, out], got {arr.shape}")
+        q, scale = quantize_array(arr, weight_dtype, axis=1)
+    else:
+        q, scale = arr, np.asarray(weight_scale, np.float32)
+        kind = str(q.dtype).replace("float8_e4m3fn", "float8_e4m3")
+        if kind not in QUANTIZED or weight_dtype not in (None, kind):
+            raise fail(f"{what}: weight_scale needs an FP8/INT8 weight, got {q.dtype}")
+        if scale.ndim > 1:
+            raise fail(f"{what}: weight_scale must be a number or [out], got {scale.shape}")
+    if not sharded:
+        q = shard_fn(q)
+        scale = scale_shard_fn(scale) if scale.ndim == 1 else scale
+    wq = net.constant(q, name=name)
+    axis = 1 if scale.ndim == 1 else None
+    dq = None if name is None else f"{name}.dequantize"
+    return dequantize(wq, scale.astype(like.dtype.numpy), like.dtype, axis=axis, name=dq)
+
+
 def check_static(t: Tensor, dims: tuple[int, ...], what: str) -> None:
     for d in dims:
         if t.shape[d] is None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..functional import add, matmul
 from ..tensor import Tensor
-from ._common import as_weight, coords, fail, sub
+from ._common import coords, fail, linear_weight, sub
 from .sharding import shard_columns, shard_rows
 
 REDUCE_MODES = ("all_reduce", "reduce_scatter")
@@ -55,6 +55,8 @@ def column_parallel_linear(
     gather_output: bool = False,
     sharded: bool = False,
     groups: Any = None,
+    weight_dtype: str | None = None,
+    weight_scale: Any = None,
     name: str | None = None,
 ) -> Tensor:
     """``x @ weight + bias`` with the weight split by **output features** over ranks.
@@ -63,6 +65,9 @@ def column_parallel_linear(
     with :func:`shard_columns`) or, with ``sharded=True``, this rank's ``[in, out/N]``;
     ``bias`` likewise ``[out]`` or ``[out/N]``. Returns ``[..., out/N]``, or with
     ``gather_output=True`` the full ``[..., out]`` (one all_gather over the feature axis).
+    ``weight_dtype="float8_e4m3"`` (or ``"int8"``) stores the weight quantized per output
+    column (scales from the full weight) and dequantizes it in the network; or pass an FP8/INT8
+    ``weight`` with its ``weight_scale`` (``[out]`` or a number).
 
     >>> h = column_parallel_linear(x, w_full, gather_output=True)    # doctest: +SKIP
     """
@@ -70,12 +75,15 @@ def column_parallel_linear(
     idx, n = coords(net, groups)
     if x.ndim < 1:
         raise fail("column_parallel_linear: x needs rank >= 1")
-    w = as_weight(
+    w = linear_weight(
         net,
         weight,
         x,
         sharded=sharded,
         shard_fn=lambda a: shard_columns(a, idx, n),
+        scale_shard_fn=lambda a: shard_columns(a, idx, n),
+        weight_dtype=weight_dtype,
+        weight_scale=weight_scale,
         what="column_parallel_linear weight",
         name=sub(name, "weight"),
     )
@@ -83,12 +91,15 @@ def column_parallel_linear(
         raise fail(f"column_parallel_linear: weight must be [in, out], got {w.shape}")
     y = matmul(x, w, name=sub(name, "matmul"))
     if bias is not None:
-        b = as_weight(
+        b = linear_weight(
             net,
             bias,
             x,
             sharded=sharded,
             shard_fn=lambda a: shard_columns(a, idx, n),
+            scale_shard_fn=lambda a: a,
+            weight_dtype=None,
+            weight_scale=None,
             what="column_parallel_linear bias",
             name=sub(name, "bias"),
         )
@@ -131,6 +142,8 @@ def row_parallel_linear(
     input_is_parallel: bool = True,
     sharded: bool = False,
     groups: Any = None,
+    weight_dtype: str | None = None,
+    weight_scale: Any = None,
     name: str | None = None,
 ) -> Tensor:
     """``x @ weight + bias`` with the weight split by **input features** over ranks.
@@ -142,6 +155,8 @@ def row_parallel_linear(
     full ``[out]``, added once after the reduction. The partial products are summed with
     ``reduce="all_reduce"`` (output ``[..., out]``) or ``"reduce_scatter"`` over axis 0, the
     tokens (output ``[tokens/N, ..., out]``: rank r keeps tokens ``r*T/N ... (r+1)*T/N``).
+    ``weight_dtype`` / ``weight_scale``: an FP8 or INT8 weight, as in
+    :func:`column_parallel_linear`.
 
     >>> y = row_parallel_linear(h, w_down_full)                      # doctest: +SKIP
     """
@@ -153,12 +168,15 @@ def row_parallel_linear(
         raise fail("row_parallel_linear: x needs rank >= 1")
     if not input_is_parallel and n > 1:
         x = _own_features(x, idx, n)
-    w = as_weight(
+    w = linear_weight(
         net,
         weight,
         x,
         sharded=sharded,
         shard_fn=lambda a: shard_rows(a, idx, n),
+        scale_shard_fn=lambda a: a,  # per output column: every rank has all the columns
+        weight_dtype=weight_dtype,
+        weight_scale=weight_scale,
         what="row_parallel_linear weight",
         name=sub(name, "weight"),
     )
