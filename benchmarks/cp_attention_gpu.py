@@ -60,7 +60,7 @@ class Bench:
 
     def sync(self) -> None:
         if not self.cpu:
-            self.xp.cuda.get_current_stream().synchronize()
+            self.xp.cuda.Device().synchronize()  # sessions may run on streams of their own
 
     def time(self, fn: Callable[[], Any]) -> tuple[float, Any]:
         out, times = None, []

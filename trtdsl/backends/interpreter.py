@@ -24,8 +24,16 @@ class RunContext:
     def __init__(self, network: Any, feeds: Mapping[str, Any], world: Any) -> None:
         self.network, self.feeds, self.world = network, feeds, world
 
+    #: Data-dependent checks in references (e.g. gather indices in range); off while a CUDA
+    #: graph is captured (no host reads then), where the first, eager run has checked them.
+    check_values: bool = True
+
     def asarray(self, value: Any) -> Any:
         return self.xp.asarray(value)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b`` with NumPy broadcasting (backends may route it to a library of theirs)."""
+        return self.xp.matmul(a, b)
 
     def constant(self, layer: Layer) -> Any:
         """The value of a constant layer as an array of this backend."""

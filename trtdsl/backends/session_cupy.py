@@ -86,6 +86,11 @@ class CupySession(Session):
         if self.cuda_graph and self._stream is None:
             self._stream = cp.cuda.Stream(non_blocking=True)
         self._pool = cp.cuda.MemoryPool() if self.cuda_graph else None
+        self._gemm: Any = None
+        if self.cuda_graph:  # CuPy's matmul cannot be captured; cuBLAS bound to our stream can
+            from .cupy.cublas import CapturableGemm
+
+            self._gemm = CapturableGemm(cp, self._stream)
         self._graph: Any = None
         self._static_in: dict[str, Any] = {}
         self._static_out: dict[str, Any] = {}
@@ -99,22 +104,32 @@ class CupySession(Session):
     def _bare_ctx(self, feeds: Mapping[str, Any]) -> Any:
         ctx = self._ctx_cls(self.network, feeds, self.network.world)
         ctx.collective = self._collective  # instance attribute: the session's NCCL path
+        ctx.gemm = self._gemm
         return ctx
 
     def _asarray(self, x: Any) -> Any:
         return self.cp.asarray(x)
 
     def _execute(self, feeds: dict, first: bool) -> dict:
-        if self._graph is not None:
-            return self._replay(feeds)
+        """Run on the session's stream, ordered after the caller's current stream (the feeds
+        were made there) and before it (the caller reads the outputs there)."""
         cp = self.cp
-        stream = self._stream if self._stream is not None else cp.cuda.get_current_stream()
-        with stream, self._allocator():
-            feeds = {n: cp.asarray(v) for n, v in feeds.items()}
-            self._checking = first
-            outs = self.program.execute(self._bare_ctx(feeds), check=first)
-            if self.cuda_graph:
-                self._capture(feeds)
+        caller = cp.cuda.get_current_stream()
+        stream = self._stream if self._stream is not None else caller
+        own = stream.ptr != caller.ptr
+        if own:
+            stream.wait_event(caller.record())
+        if self._graph is not None:
+            outs = self._replay(feeds)
+        else:
+            with stream, self._allocator():
+                feeds = {n: cp.asarray(v) for n, v in feeds.items()}
+                self._checking = first
+                outs = self.program.execute(self._bare_ctx(feeds), check=first)
+                if self.cuda_graph:
+                    self._capture(feeds)
+        if own:
+            caller.wait_event(stream.record())
         return outs
 
     def _allocator(self) -> Any:
@@ -137,7 +152,9 @@ class CupySession(Session):
         except TypeError:  # older CuPy: no mode argument
             stream.begin_capture()
         try:
-            outs = self.program.execute(self._bare_ctx(self._static_in), check=False, keep_all=True)
+            ctx = self._bare_ctx(self._static_in)
+            ctx.check_values = False  # no host reads while capturing (the eager run checked)
+            outs = self.program.execute(ctx, check=False, keep_all=True)
         except BaseException:
             try:
                 stream.end_capture()
@@ -236,5 +253,8 @@ class CupySession(Session):
         self._static_in, self._static_out = {}, {}
         if self._stream is not None:
             self._stream.synchronize()
+        if self._gemm is not None:
+            self._gemm.close()
+            self._gemm = None
         if self._pool is not None:
             self._pool.free_all_blocks()

@@ -171,7 +171,7 @@ class Gather(OpDef):
         x, idx = inputs
         ax = layer.attrs["axis"]
         n = x.shape[ax]
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        if ctx.check_values and idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
             bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
             raise ctx.error(
                 layer, f"gather index {bad} out of range [0, {n}) on axis {ax} (TensorRT's rule)"
@@ -313,7 +313,13 @@ def split(
 ) -> list[Value]:
     """Split into ``sections`` equal pieces, or pieces of the given sizes."""
     net = network_of(x, op="split", name=name)
-    sizes = int(sections) if is_int(sections) else tuple(sections)
+    if is_int(sections):
+        sizes: int | tuple = int(sections)
+    elif isinstance(sections, (list, tuple)) or getattr(sections, "ndim", None) == 1:
+        sizes = tuple(sections)
+    else:
+        msg = f"sections must be an int or a list of ints, got {sections!r}"
+        raise fail("split", msg, x, name=name)
     return net.add_layer(SPLIT, (x,), {"axis": axis, "sizes": sizes}, name=name)
 
 

@@ -16,7 +16,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import OpDef
-from .building import TensorLike, fail, lift, network_of, refuse_int8
+from .building import TensorLike, fail, lift, network_of, refuse_int8, require_bool
 from .shapes import broadcast_dim, normalize_axes, normalize_axis
 
 
@@ -285,7 +285,10 @@ def matmul(
     net = network_of(a, b, op="matmul", name=name)
     like = a if isinstance(a, Value) else b
     x, y = lift(net, a, like, "matmul"), lift(net, b, like, "matmul")
-    attrs = {"transpose_a": bool(transpose_a), "transpose_b": bool(transpose_b)}
+    attrs = {
+        "transpose_a": require_bool("matmul", "transpose_a", transpose_a, a, b, name=name),
+        "transpose_b": require_bool("matmul", "transpose_b", transpose_b, a, b, name=name),
+    }
     return net.add_layer(MATMUL, (x, y), attrs, name=name)[0]
 
 
@@ -298,8 +301,9 @@ def softmax(x: Value, axis: int = -1, name: str | None = None) -> Value:
 
 
 def _reduce(kind: str, x: Value, axis: Any, keepdims: bool, name: str | None) -> Value:
-    attrs = {"kind": kind, "axes": axis, "keepdims": bool(keepdims)}
     net = network_of(x, op=f"reduce_{kind}", name=name)
+    keep = require_bool(f"reduce_{kind}", "keepdims", keepdims, x, name=name)
+    attrs = {"kind": kind, "axes": axis, "keepdims": keep}
     return net.add_layer(REDUCE, (x,), attrs, name=name, base=f"reduce_{kind}")[0]
 
 

@@ -34,6 +34,16 @@ class CupyContext(RunContext):
         self.xp = _cupy()
         #: run fused kernels (trtdsl.kernels) where they apply; False: op references only
         self.use_kernels = True
+        #: a CapturableGemm (sessions with cuda_graph=True): matrix products through cuBLAS
+        #: on the session's stream, which a CUDA graph can capture (CuPy's matmul cannot)
+        self.gemm: Any = None
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        if self.gemm is not None:
+            out = self.gemm.matmul(a, b)
+            if out is not None:
+                return out
+        return self.xp.matmul(a, b)
 
     def constant(self, layer: Any) -> Any:
         """Constants are uploaded once per layer and kept while the layer lives."""

@@ -65,29 +65,8 @@ class NcclWorld(World):
         from .. import nccl
 
         key = spec.partition
-        if key not in self._comms:
-            comm = getattr(self.control, "comm", None)
-            if comm is not None:  # MPI: split, and broadcast the id within the group
-                color = next(i for i, g in enumerate(key) if self.rank in g)
-                sub = comm.Split(color, spec.group.index(self.rank))
-                self._comms[key] = nccl.Communicator.from_mpi(sub)
-                sub.Free()
-            else:  # any other control plane: each group's first rank makes the id
-                raw: bytes | str | None = None
-                if spec.group[0] == self.rank:
-                    try:
-                        raw = nccl.get_unique_id().to_bytes()
-                    except nccl.NcclError as e:  # tell the others instead of leaving them
-                        raw = str(e)
-                ids = self.exchange(raw, f"NCCL unique id for groups {list(key)}", key="nccl-id")
-                raw = ids[spec.group[0]]
-                if isinstance(raw, str):
-                    raise nccl.NcclError(
-                        f"rank {spec.group[0]} could not make an ncclUniqueId: {raw}"
-                    )
-                self._comms[key] = nccl.Communicator(
-                    len(spec.group), bytes(raw), spec.group.index(self.rank)
-                )
+        if key not in self._comms:  # the unique ids travel over the control world (timed)
+            self._comms[key] = nccl.Communicator.for_partition(self.control, key)
         return self._comms[key]
 
     def collective(self, layer: Any, x: Any) -> Any:
