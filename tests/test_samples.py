@@ -122,6 +122,15 @@ CASES = (
             (4, ["--tp", "2", "--cp", "2", "--strategy", "ulysses"]),
         ]
     ]
+    + [
+        ("dit_model.py", n, a)
+        for n, a in [
+            (1, ["--blocks", "1", "--summary"]),
+            (2, ["--fp8", "--strategy", "ring"]),
+            (4, ["--tp", "2", "--cp", "2"]),
+            (4, ["--tp", "4", "--fp8", "--blocks", "1"]),
+        ]
+    ]
 )
 
 
@@ -171,6 +180,8 @@ MPI_CASES = [
     ("cp_attention.py", 2, ["--strategy", "ring", "--causal", "--q-chunk", "5"]),
     ("dit_block.py", 2, ["--strategy", "ulysses"]),
     ("dit_block.py", 4, ["--tp", "2", "--cp", "2"]),
+    ("dit_model.py", 2, ["--tp", "2", "--fp8", "--blocks", "1"]),
+    ("dit_model.py", 4, ["--tp", "2", "--cp", "2", "--strategy", "ulysses"]),
 ]
 
 
