@@ -2,30 +2,28 @@
 # The whole GPU check in one call, from the repository root of a machine with CUDA GPUs, CuPy,
 # NCCL, mpi4py and mpirun (e.g. the device tool's nvidia-h200-x2):
 #   bash gpu/run_all.sh            # logs under $OUT (default /tmp/trtdsl-gpu)
-# Steps: NCCL binding check, every DSL collective on the cupy backend, the parallel blocks vs
-# a NumPy reference, and the context-parallel attention benchmark. NVLink multicast stays off.
+# Steps: NCCL (nccl4py adapter) check, every DSL collective on the cupy backend, the parallel
+# blocks vs float64, the attention op, capturable cuBLAS, sessions / CUDA graphs, and the
+# context-parallel attention benchmark. NVLink multicast stays off.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+# nccl4py from wheels carried in .whl/ (the GPU image has no registry), kernels/ as trtdsl.kernels
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+        .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
 OUT=${OUT:-/tmp/trtdsl-gpu}
 mkdir -p "$OUT"
 NP=${NP:-$(nvidia-smi -L | wc -l)}
-STEPS=${STEPS:-"nccl collectives blocks bench"}
-MPI=(mpirun --allow-run-as-root -np "$NP" -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH)
+STEPS=${STEPS:-"nccl collectives blocks attention cublas sessions bench"}
+MPI=(mpirun --allow-run-as-root -np "$NP" -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
+    -x TRTDSL_KERNEL_CACHE)
 PY=$(command -v python3)
-status=0
-summary=()
 
-step() {  # step NAME TIMEOUT CMD...
-    local name=$1 limit=$2
-    shift 2
-    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
-    echo "=== $name: $*"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
-    local rc=${PIPESTATUS[0]}
-    summary+=("$name rc=$rc $((SECONDS - t0))s")
-    [ "$rc" = 0 ] || status=1
-}
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
 
 date -u | tee "$OUT/env.txt"
 nvidia-smi -L | tee -a "$OUT/env.txt"
@@ -36,8 +34,9 @@ nvidia-smi -L | tee -a "$OUT/env.txt"
 step nccl 240 "${MPI[@]}" "$PY" gpu/check_nccl.py
 step collectives 240 "${MPI[@]}" "$PY" gpu/check_dsl_collectives.py
 step blocks 240 "${MPI[@]}" "$PY" gpu/check_blocks.py
+step attention 240 "$PY" gpu/check_attention_op.py
+step cublas 120 "$PY" gpu/check_cublas.py
+step sessions 180 "${MPI[@]}" "$PY" gpu/check_sessions.py
 step bench 420 "${MPI[@]}" "$PY" benchmarks/cp_attention_gpu.py --out "$OUT/bench_cp.md"
 
-echo "=== summary"
-printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
-exit $status
+finish

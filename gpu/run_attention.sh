@@ -14,21 +14,10 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-"op blocks bench2 bench4"}
 NGPU=$(nvidia-smi -L | wc -l)
 PY=$(command -v python3)
-status=0
-summary=()
 MPI=(mpirun --allow-run-as-root -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
     -x TRTDSL_KERNEL_CACHE -np)
-step() {  # step NAME TIMEOUT CMD...
-    local name=$1 limit=$2
-    shift 2
-    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
-    echo "=== $name: $*"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
-    local rc=${PIPESTATUS[0]}
-    summary+=("$name rc=$rc $((SECONDS - t0))s")
-    [ "$rc" = 0 ] || status=1
-}
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
 { date -u; nvidia-smi -L; } 2>&1 | tee "$OUT/env.txt"
 step op 240 "$PY" gpu/check_attention_op.py
 step blocks 240 "${MPI[@]}" "$NGPU" "$PY" gpu/check_blocks.py
@@ -38,6 +27,4 @@ if [ "$NGPU" -ge 4 ]; then
     # shellcheck disable=SC2086
     step bench4 420 "${MPI[@]}" 4 "$PY" benchmarks/cp_attention_gpu.py ${BENCH_ARGS:-} --out "$OUT/cp_4gpu.md"
 fi
-echo "=== summary"
-printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
-exit $status
+finish

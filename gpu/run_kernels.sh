@@ -10,20 +10,9 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYT
 OUT=${OUT:-/tmp/trtdsl-kernels}
 mkdir -p "$OUT"
 STEPS=${STEPS:-"check sweep bench"}
-status=0
-summary=()
 
-step() {  # step NAME TIMEOUT CMD...
-    local name=$1 limit=$2
-    shift 2
-    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
-    echo "=== $name: $*"
-    local t0=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
-    local rc=${PIPESTATUS[0]}
-    summary+=("$name rc=$rc $((SECONDS - t0))s")
-    [ "$rc" = 0 ] || status=1
-}
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
 
 { date -u; nvidia-smi -L; python3 -c "import cupy, triton, cuda.core as c, torch; \
 print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__version__, \
@@ -36,6 +25,4 @@ step sweep 300 python3 benchmarks/attention_gpu.py --sweep ${SWEEP_ARGS:-} --out
 # shellcheck disable=SC2086
 step bench 420 python3 benchmarks/attention_gpu.py ${BENCH_ARGS:-} --out "$OUT/bench.md"
 
-echo "=== summary"
-printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
-exit $status
+finish

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ExecutionError
-from ..ops.collective import output_shape, poison
 from ..worlds import agree_on_collective
+from .cupy.world import run_collective
 from .session import Session, agree_once, validate_check
 
 OPTIONS = ("check", "cuda_graph", "return_device", "stream")
@@ -192,29 +192,7 @@ class CupySession(Session):
         n = spec.n
         if n == 1:
             return x.copy()
-        op, dt = spec.op, x.dtype
-        out_shape = output_shape(op, x.shape, n)
-        recv = poison(cp, out_shape, dt) if op in ("reduce", "gather") else cp.empty(out_shape, dt)
-        stream = cp.cuda.get_current_stream().ptr
-        if op == "all_reduce":
-            comm.all_reduce(x, recv, x.size, dt, spec.reduce, stream)
-        elif op == "broadcast":
-            comm.broadcast(x, recv, x.size, dt, spec.root, stream)
-        elif op == "reduce":
-            comm.reduce(x, recv, x.size, dt, spec.reduce, spec.root, stream)
-        elif op == "all_gather":
-            comm.all_gather(x, recv, x.size, dt, stream)
-        elif op == "reduce_scatter":
-            comm.reduce_scatter(x, recv, x.size // n, dt, spec.reduce, stream)
-        elif op == "all_to_all":
-            comm.all_to_all(x, recv, x.size // n, dt, stream)
-        elif op == "gather":
-            comm.gather(x, recv, x.size, dt, spec.root, stream)
-        elif op == "scatter":
-            comm.scatter(x, recv, x.size // n, dt, spec.root, stream)
-        else:  # pragma: no cover - validated at definition time
-            raise ExecutionError(f"unknown collective {op!r}")
-        return recv
+        return run_collective(cp, comm, spec, x)
 
     # -- results ----------------------------------------------------------------------------
     def _deliver(self, outs: dict, feeds: Mapping[str, Any], out: Mapping[str, Any] | None) -> dict:

@@ -11,6 +11,34 @@ from ...worlds import MPIWorld, World, agree_on_collective, local_rank_from_env
 from .device import cupy_module as _cupy
 
 
+def run_collective(cp: Any, comm: Any, spec: CollectiveSpec, x: Any) -> Any:
+    """One NCCL collective of ``spec`` on the contiguous CuPy array ``x`` (group size > 1), on
+    the current stream; outputs that are undefined off the root start poisoned."""
+    n, op, dt = spec.n, spec.op, x.dtype
+    out_shape = output_shape(op, x.shape, n)
+    recv = poison(cp, out_shape, dt) if op in ("reduce", "gather") else cp.empty(out_shape, dt)
+    stream = cp.cuda.get_current_stream().ptr
+    if op == "all_reduce":
+        comm.all_reduce(x, recv, x.size, dt, spec.reduce, stream)
+    elif op == "broadcast":
+        comm.broadcast(x, recv, x.size, dt, spec.root, stream)
+    elif op == "reduce":
+        comm.reduce(x, recv, x.size, dt, spec.reduce, spec.root, stream)
+    elif op == "all_gather":
+        comm.all_gather(x, recv, x.size, dt, stream)
+    elif op == "reduce_scatter":
+        comm.reduce_scatter(x, recv, x.size // n, dt, spec.reduce, stream)
+    elif op == "all_to_all":
+        comm.all_to_all(x, recv, x.size // n, dt, stream)
+    elif op == "gather":
+        comm.gather(x, recv, x.size, dt, spec.root, stream)
+    elif op == "scatter":
+        comm.scatter(x, recv, x.size // n, dt, spec.root, stream)
+    else:  # pragma: no cover - validated at definition time
+        raise ExecutionError(f"unknown collective {op!r}")
+    return recv
+
+
 class NcclWorld(World):
     """A world whose collectives run on the GPU through NCCL.
 
@@ -78,34 +106,7 @@ class NcclWorld(World):
         n = spec.n
         if n == 1:
             return x.copy()
-        comm = self.communicator(spec)
-        stream = cp.cuda.get_current_stream().ptr
-        out_shape = output_shape(spec.op, x.shape, n)
-        dt = x.dtype
-        op = spec.op
-        if op in ("reduce", "gather"):
-            recv = poison(cp, out_shape, dt)
-        else:
-            recv = cp.empty(out_shape, dtype=dt)
-        if op == "all_reduce":
-            comm.all_reduce(x, recv, x.size, dt, spec.reduce, stream)
-        elif op == "broadcast":
-            comm.broadcast(x, recv, x.size, dt, spec.root, stream)
-        elif op == "reduce":
-            comm.reduce(x, recv, x.size, dt, spec.reduce, spec.root, stream)
-        elif op == "all_gather":
-            comm.all_gather(x, recv, x.size, dt, stream)
-        elif op == "reduce_scatter":
-            comm.reduce_scatter(x, recv, x.size // n, dt, spec.reduce, stream)
-        elif op == "all_to_all":
-            comm.all_to_all(x, recv, x.size // n, dt, stream)
-        elif op == "gather":
-            comm.gather(x, recv, x.size, dt, spec.root, stream)
-        elif op == "scatter":
-            comm.scatter(x, recv, x.size // n, dt, spec.root, stream)
-        else:  # pragma: no cover - validated at definition time
-            raise ExecutionError(f"unknown collective {op!r}")
-        return recv
+        return run_collective(cp, self.communicator(spec), spec, x)
 
     def close(self) -> None:
         """Free every NCCL communicator (collective: all ranks call it)."""
