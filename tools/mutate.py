@@ -59,11 +59,11 @@ DEFAULT_TARGETS: list[tuple[str, str | None]] = [
     ("trtdsl/ops/collective.py", "lower"),
 ]
 DEFAULT_TESTS = [
-    "tests/test_trt_lowering_contract.py",
     "tests/test_trt_emulator_lowering.py",
+    "tests/test_trt_lowering_contract.py",
     "tests/test_trt_lowering_fixes.py",
+    "tests/test_trt_emulator.py",
     "tests/test_trt_mutants.py",
-    "tests/test_parallel_lowering.py",
 ]
 MAX_JOBS = 2
 
@@ -319,13 +319,17 @@ def run_mutants(
     every: int = 1,
     package: str | None = "trtdsl",
     log: bool = True,
+    labels: set[str] | None = None,
 ) -> list[Result]:
-    """Generate the mutants of ``targets`` and run ``tests`` on each in private copies."""
+    """Generate the mutants of ``targets`` and run ``tests`` on each in private copies
+    (``labels``: only the mutants with these labels, e.g. the survivors of an earlier run)."""
     jobs = max(1, min(int(jobs), MAX_JOBS))
     sources = {path: (root / path).read_text() for path, _ in targets}
     todo: list[tuple[Mutant, str | None]] = []
     for path, func in targets:
         todo += [(m, func) for m in sites(sources[path], path, func)]
+    if labels is not None:
+        todo = [(m, f) for m, f in todo if m.label in labels]
     todo = todo[:: max(1, int(every))]
     if limit is not None:
         todo = todo[:limit]
@@ -389,6 +393,19 @@ def summary(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def read_labels(path: Path) -> set[str]:
+    """Mutant labels from a file: bare labels, or log/summary lines that end with one."""
+    out = set()
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        for mark in ("SURVIVED ", "killed   "):
+            if mark in text:
+                text = text.split(mark, 1)[1].strip()
+        if text.startswith(("trtdsl/", "tools/", "tests/")) or ":" in text.split(" ", 1)[0]:
+            out.add(text)
+    return out
+
+
 def _parse_targets(values: Sequence[str]) -> list[tuple[str, str | None]]:
     out = []
     for v in values:
@@ -413,6 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant")
     p.add_argument("--max", type=int, default=None, help="run only the first N mutants")
     p.add_argument("--every", type=int, default=1, help="run every N-th mutant (a sample)")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="run only the mutants whose labels this file lists (one a line; a log line such "
+        "as '[3/9] SURVIVED <label>' counts too), e.g. an earlier run's survivors",
+    )
     p.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.add_argument("--package", default="trtdsl", help="package that must import from the copy")
@@ -429,8 +452,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     tests = (
         shlex.split(args.tests) if args.tests else [t for t in DEFAULT_TESTS if (root / t).exists()]
     )
+    labels = read_labels(args.labels) if args.labels else None
     results = run_mutants(
-        root, targets, tests, args.jobs, args.timeout, args.max, args.every, args.package or None
+        root,
+        targets,
+        tests,
+        args.jobs,
+        args.timeout,
+        args.max,
+        args.every,
+        args.package or None,
+        labels=labels,
     )
     text = summary(results)
     print(text)

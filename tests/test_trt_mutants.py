@@ -1,0 +1,208 @@
+"""Tests written for the mutants of the TensorRT lowering that the other fast tests let survive
+(tools/mutate.py; docs/testing-tensorrt.md lists each survivor and what kills it). Each test
+pins behaviour a real TensorRT build depends on: names, helper errors, empty dims, ..."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from test_trt_cases import CASES
+
+import trtdsl as td
+from trtdsl.backends.tensorrt import lower_network
+from trtdsl.backends.tensorrt.errors import LoweringError
+from trtdsl.backends.tensorrt.lowering import LoweringContext
+from trtdsl.ops.base import OpDef
+from trtdsl.testing.fake_tensorrt import make_fake_tensorrt
+from trtdsl.testing.trt_emulator import run_network
+
+TRT = make_fake_tensorrt()
+
+
+def emulate(net: td.Network, feeds: dict) -> dict:
+    _, network, ctx = lower_network(net, TRT)
+    out = run_network(network, feeds)
+    del ctx
+    return out
+
+
+def layer_names(network: Any) -> list[str]:
+    return [network.get_layer(i).name for i in range(network.num_layers)]
+
+
+# --- lower_network / LoweringContext bookkeeping --------------------------------------------
+def test_the_network_definition_carries_the_dsl_name_cut_to_128() -> None:
+    for name in ("short", "n" * 200):
+        net = td.Network(name)
+        net.output(net.input("x", (2,)).relu(), "y")
+        _, network, ctx = lower_network(net, TRT)
+        assert network.name == name[:128]
+        assert ctx.net is net
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_tensorrt_layer_name_is_unique(case: Any) -> None:
+    """Auxiliary layers of one DSL layer are numbered (``scalar0``, ``scalar1``): the build
+    errors map TensorRT layer names back to DSL layers, so a repeated name would be ambiguous."""
+    net, _ = case.make(np.random.default_rng(0))
+    _, network, ctx = lower_network(net, TRT)
+    names = layer_names(network)
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_two_scalars_of_one_layer_get_two_names() -> None:
+    net = td.Network("n")
+    x = net.input("x", (2,))
+    _, network, ctx = lower_network(net, TRT)
+    layer = net.layers[0]
+    ctx.layer = layer
+    t = ctx.tensors[id(x)]
+    ctx.scalar(1.0, "float32", 1)
+    ctx.scalar(2.0, "float32", 1)
+    ctx.expand_rank(t, 1, 2)
+    ctx.expand_rank(t, 1, 3)
+    names = layer_names(network)[-4:]
+    assert names == ["x/scalar0", "x/scalar1", "x/expand0", "x/expand1"], names
+
+
+def test_helpers_name_after_the_layer_being_lowered_or_refuse_outside_one() -> None:
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    _, network, _ = lower_network(net, TRT)
+    ctx = LoweringContext(TRT, network, net)
+    relu = network.add_activation(network.get_input(0), TRT.ActivationType.RELU)
+    for call in (
+        lambda: ctx.name(relu, None),
+        lambda: ctx.out(relu, None),
+        lambda: ctx.constant(np.ones(2, np.float32), None),
+        lambda: ctx.scalar(1.0, "float32", 2),
+    ):
+        with pytest.raises(LoweringError, match="outside of a layer's lowering"):
+            call()
+    ctx.layer = x.layer if hasattr(x, "layer") else net.layers[0]
+    assert ctx.name(relu, None, "act") is relu
+    assert relu.name == "x/act"
+    assert ctx.layer_of["x/act"] is ctx.layer
+    assert relu.metadata.startswith("trtdsl:x@")
+
+
+def test_a_missing_tensorrt_layer_names_the_dsl_layer_and_the_helper() -> None:
+    net = td.Network("n")
+    net.input("x", (2, 3))
+    _, network, ctx = lower_network(net, TRT)
+    layer = net.layers[0]
+    with pytest.raises(LoweringError) as info:
+        ctx.name(None, layer, "cast")
+    msg = str(info.value)
+    assert "layer 'x'" in msg and "TensorRT returned no layer (cast)" in msg, msg
+    with pytest.raises(LoweringError) as info:
+        ctx.name(None, layer)
+    assert "TensorRT returned no layer;" in str(info.value)
+
+
+# --- expand_rank with empty dims ---------------------------------------------------------------
+def test_broadcasting_an_empty_dim_keeps_it_empty() -> None:
+    """expand_rank's reshape dims are sizes: a 0 must stay an empty dim, not copy input dims
+    (``zero_is_placeholder = False``)."""
+    net = td.Network("empty")
+    a = net.input("a", (2, 0))
+    b = net.input("b", (0,))
+    net.output(a + b, "y")
+    assert net.outputs["y"].shape == (2, 0)
+    # Network.run refuses empty feeds; the lowered network itself must still be right
+    feeds = {"a": np.ones((2, 0), np.float32), "b": np.ones((0,), np.float32)}
+    got = emulate(net, feeds)["y"]
+    assert got.shape == (2, 0) and got.dtype == np.float32
+
+
+def test_helpers_fail_before_adding_layers_and_hand_tensorrt_plain_ints() -> None:
+    """Outside a layer's lowering a helper refuses before it adds anything; inside one, dims,
+    starts and strides reach TensorRT as tuples of Python ints (pybind11's Dims conversion is
+    not promised to take NumPy integers)."""
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    _, network, ctx = lower_network(net, TRT)
+    t = ctx.tensors[id(x)]
+    count = network.num_layers
+    for call in (
+        lambda: ctx.constant(np.ones(2, np.float32), None),
+        lambda: ctx.reshape(t, (3, 2), None),
+        lambda: ctx.slice(t, (0, 0), (1, 1), (1, 1), None),
+    ):
+        with pytest.raises(LoweringError, match="outside of a layer's lowering"):
+            call()
+        assert network.num_layers == count
+    ctx.layer = net.layers[0]
+    i64 = np.int64
+    r = ctx.reshape(t, [i64(3), i64(2)], None, "r")
+    sh = network.get_layer(network.num_layers - 1)
+    assert sh.reshape_dims == (3, 2) and {type(d) for d in sh.reshape_dims} == {int}
+    assert ctx.shape_of(r) == (3, 2)
+    s = ctx.slice(t, [i64(0), i64(1)], (1, 2), [i64(1), i64(1)], None, "s")
+    sl = network.get_layer(network.num_layers - 1)
+    assert sl.start == (0, 1) and {type(d) for d in sl.start} == {int}
+    assert sl.stride == (1, 1) and {type(d) for d in sl.stride} == {int}
+    assert ctx.shape_of(s) == (1, 2)
+
+
+class _Identity(OpDef):
+    """Custom ops: ``generator`` lowers to a generator (lower_layer takes any iterable);
+    ``passthrough`` returns its input ITensor itself (as a no-op lowering may)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def infer(self, layer: Any) -> list:
+        return [layer.input_types[0]]
+
+    def reference(self, layer: Any, inputs: list, ctx: Any) -> list:
+        return [inputs[0]]
+
+    def lower(self, layer: Any, inputs: list, b: Any) -> Any:
+        if self.name == "passthrough":
+            return inputs
+        return (b.out(b.network.add_identity(t), layer) for t in inputs)
+
+
+def test_a_lowering_may_return_any_iterable() -> None:
+    net = td.Network("gen")
+    x = net.input("x", (2,))
+    (y,) = net.add_layer(_Identity("generator"), (x,), {}, name="ident")
+    net.output(y, "y")
+    feeds = {"x": np.array([1.5, -2.0], np.float32)}
+    np.testing.assert_array_equal(emulate(net, feeds)["y"], feeds["x"])
+
+
+def test_one_itensor_as_two_outputs_gets_an_identity_for_the_second() -> None:
+    net = td.Network("twice")
+    y = net.input("x", (2, 3)).relu(name="r")
+    (z,) = net.add_layer(_Identity("passthrough"), (y,), {}, name="same")
+    net.output(y, "a")
+    net.output(z, "b")
+    feeds = {"x": np.array([[-1, 2, -3], [4, -5, 6]], np.float32)}
+    got = emulate(net, feeds)
+    assert set(got) == {"a", "b"}
+    np.testing.assert_array_equal(got["a"], np.maximum(feeds["x"], 0))
+    np.testing.assert_array_equal(got["b"], got["a"])
+
+
+def test_explain_finds_a_layer_named_at_the_start_of_a_message() -> None:
+    net = td.Network("n")
+    net.output(net.input("x", (2, 3)).relu(name="act"), "y")
+    _, _, ctx = lower_network(net, TRT)
+    assert "trtdsl layer 'act'" in ctx.explain("act: could not find an implementation")
+    assert "trtdsl layer 'act'" in ctx.explain("act")
+    assert "trtdsl layer" not in ctx.explain("action: failed")
+
+
+def test_a_builder_that_makes_no_network_is_a_lowering_error() -> None:
+    class NoNetwork:
+        def create_network(self, flags: int) -> None:
+            return None
+
+    net = td.Network("n")
+    net.output(net.input("x", (2,)).relu(), "y")
+    with pytest.raises(LoweringError, match="could not create a network definition"):
+        lower_network(net, TRT, builder=NoNetwork())
