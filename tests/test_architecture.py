@@ -185,3 +185,33 @@ def test_public_refuses_unknown_sections_and_double_declarations():
         @public("unary")
         def exp(x):  # noqa: ANN001 - same name as the real one
             return x
+
+
+@pytest.mark.parametrize(
+    "protocol,implementation",
+    [
+        ("RunContext", "trtdsl.backends.interpreter:RunContext"),
+        ("LoweringContext", "trtdsl.backends.tensorrt.lowering:LoweringContext"),
+    ],
+)
+def test_backends_implement_the_contexts_ops_are_written_against(protocol, implementation):
+    """An op's reference/lower see only the Protocol's members; the backends provide them all."""
+    import importlib
+
+    from trtdsl.ops import base
+
+    proto = getattr(base, protocol)
+    module, name = implementation.split(":")
+    impl = getattr(importlib.import_module(module), name)
+    members = {
+        m for m in vars(proto) if not m.startswith("_") and m not in ("trt", "network", "feeds")
+    } | set(getattr(proto, "__annotations__", {}))
+    missing = sorted(
+        m for m in members if not hasattr(impl, m) and m not in ("trt", "network", "feeds")
+    )
+    assert not missing, f"{implementation} lacks {missing}"
+    for m in members:
+        if callable(getattr(proto, m, None)) and hasattr(impl, m):
+            want = list(inspect.signature(getattr(proto, m)).parameters)
+            got = list(inspect.signature(getattr(impl, m)).parameters)
+            assert got[: len(want)] == want, (m, got, want)

@@ -14,10 +14,86 @@ An op is declared once as a subclass of :class:`OpDef`::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..dtypes import DType
+    from ..errors import TrtDslError
     from ..ir import Layer, TensorType
+
+
+class RunContext(Protocol):
+    """What an op's ``reference`` receives (the numpy and cupy backends implement it)."""
+
+    #: the array module: numpy, or cupy on GPUs
+    xp: Any
+    #: the network's feeds by input name, as arrays of ``xp``
+    feeds: Any
+    #: False while a CUDA graph is captured: skip data-dependent checks (host reads)
+    check_values: bool
+
+    def constant(self, layer: Layer) -> Any: ...
+
+    def erf(self, x: Any) -> Any: ...
+
+    def matmul(self, a: Any, b: Any) -> Any: ...
+
+    def collective(self, layer: Layer, x: Any) -> Any: ...
+
+    def fused_attention(self, layer: Layer, inputs: list[Any]) -> list[Any] | None: ...
+
+    def error(self, layer: Layer, message: str) -> TrtDslError: ...
+
+
+class LoweringContext(Protocol):
+    """What an op's ``lower`` receives: the ``tensorrt`` module, the ``INetworkDefinition``
+    and helpers that name layers after the DSL layer (implemented by
+    :class:`trtdsl.backends.tensorrt.lowering.LoweringContext`). TensorRT objects are ``Any``:
+    TensorRT is not importable where most of this runs."""
+
+    trt: Any
+    network: Any
+
+    def enum(self, enum_name: str, key: str) -> Any: ...
+
+    def dtype(self, dtype: DType | str) -> Any: ...
+
+    def name(self, trt_layer: Any, layer: Layer | None, suffix: str | None = None) -> Any: ...
+
+    def out(
+        self, trt_layer: Any, layer: Layer | None, i: int = 0, suffix: str | None = None
+    ) -> Any: ...
+
+    def named(self, trt_layer: Any, layer: Layer | None, suffix: str) -> Any: ...
+
+    def shape_of(self, t: Any) -> tuple | None: ...
+
+    def expand_rank(self, t: Any, from_rank: int, to_rank: int) -> Any: ...
+
+    def reshape(
+        self, t: Any, dims: Sequence[int], layer: Layer | None, suffix: str | None = None
+    ) -> Any: ...
+
+    def constant(self, value: Any, layer: Layer | None, suffix: str | None = None) -> Any: ...
+
+    def scalar(self, value: Any, dtype: DType | str, rank: int) -> Any: ...
+
+    def slice(
+        self,
+        t: Any,
+        start: Sequence[int],
+        size: Sequence[int | None],
+        stride: Sequence[int],
+        layer: Layer | None,
+        suffix: str | None = None,
+    ) -> Any: ...
+
+    def permutation(self, perm: Sequence[int]) -> Any: ...
+
+    def collective_root(self, spec: Any) -> int: ...
+
+    def collective_num_ranks(self, spec: Any, world_size: int | None = None) -> int: ...
 
 
 class OpDef:
@@ -36,11 +112,11 @@ class OpDef:
         """Output types from ``layer.input_types`` and ``layer.attrs``; raise ``layer.fail``."""
         raise NotImplementedError
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         """Outputs computed with ``ctx.xp`` (NumPy or CuPy) following TensorRT's semantics."""
         raise NotImplementedError
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         """Emit TensorRT layers through ``b`` (a lowering context); returns output ITensors."""
         raise NotImplementedError(f"op '{self.name}' has no TensorRT lowering")
 

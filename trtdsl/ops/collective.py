@@ -36,7 +36,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import network_of, refuse_int8
 
 COLLECTIVE_OPS: tuple[str, ...] = (
@@ -268,10 +268,10 @@ class Collective(OpDef):
             )
         return [TensorType(output_shape(spec.op, x.shape, n), x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         return [ctx.collective(layer, inputs[0])]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         spec: CollectiveSpec = layer.spec
         if spec.n == 1:  # world-size-1 collectives are reported to crash TensorRT: skip
             return [b.out(b.network.add_identity(inputs[0]), layer)]

@@ -16,7 +16,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import TensorLike, fail, network_of, record1, refuse_int8
 from .shapes import broadcast_shapes
 
@@ -82,14 +82,14 @@ class ElementWise(OpDef):
         shape = broadcast_shapes(layer, a.shape, b.shape)
         return [TensorType(shape, dtypes.bool_ if to_bool else a.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         fn, _, to_bool = _BINARY[layer.attrs["kind"]]
         dt = layer.input_types[0].dtype
         a, b = (_compute(ctx, x, dt) for x in inputs)
         out = fn(ctx.xp, a, b, dt.kind == "int")
         return [out if to_bool else out.astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         rank = len(layer.outputs[0].type.shape)
         x, y = (b.expand_rank(t, len(ty.shape), rank) for t, ty in zip(inputs, layer.input_types))
         op = b.enum("ElementWiseOperation", layer.attrs["kind"])
@@ -137,12 +137,12 @@ class Unary(OpDef):
             raise layer.fail(f"'{kind}' does not take {x.dtype} inputs")
         return [x]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         dt = layer.input_types[0].dtype
         out = _UNARY[layer.attrs["kind"]][0](ctx, _compute(ctx, inputs[0], dt))
         return [out.astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         kind = layer.attrs["kind"]
         if kind == "tanh":  # TensorRT's tanh is an activation, not a unary op
             return [
@@ -184,12 +184,12 @@ class Activation(OpDef):
             raise layer.fail(f"activation '{kind}' needs a float input, got {x.dtype}")
         return [x]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         dt = layer.input_types[0].dtype
         out = _ACTIVATIONS[layer.attrs["kind"]](ctx, _compute(ctx, inputs[0], dt))
         return [out.astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         kind = layer.attrs["kind"]
         (x,) = inputs
         if kind == "silu":  # TensorRT has no SiLU activation: x * sigmoid(x)

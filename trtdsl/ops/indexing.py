@@ -19,7 +19,7 @@ from .. import dtypes
 from ..errors import DefinitionError
 from ..ir import Layer, TensorType, Value, format_shape
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import TensorLike, fail, is_int, lift, network_of
 from .shape_ops import regroup
 from .shapes import broadcast_shapes, normalize_axis
@@ -55,10 +55,10 @@ class Concat(OpDef):
         shape[ax] = total
         return [TensorType(tuple(shape), first.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         return [ctx.xp.concatenate(inputs, axis=layer.attrs["axis"])]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         cat = b.network.add_concatenation(list(inputs))
         cat.axis = layer.attrs["axis"]
         return [b.out(cat, layer)]
@@ -85,7 +85,7 @@ class Slice(OpDef):
                 raise layer.fail(f"dim {i}: slice start={s} size={n} stride={st} exceeds {d}")
         return [TensorType(size, x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         start, size, stride = (layer.attrs[k] for k in ("start", "size", "stride"))
         idx = tuple(
             builtins.slice(None) if n is None else builtins.slice(s, s + n * st, st)
@@ -93,7 +93,7 @@ class Slice(OpDef):
         )
         return [ctx.xp.ascontiguousarray(inputs[0][idx])]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         a = layer.attrs
         return [b.slice(inputs[0], a["start"], a["size"], a["stride"], layer)]
 
@@ -130,7 +130,7 @@ class Split(OpDef):
             out.append(TensorType(tuple(shape), x.dtype))
         return out
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         ax, sizes = layer.attrs["axis"], layer.attrs["sizes"]
         bounds = np.cumsum((0,) + sizes)
         x = inputs[0]
@@ -139,7 +139,7 @@ class Split(OpDef):
             for lo, hi in zip(bounds[:-1], bounds[1:])
         ]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         ax, sizes = layer.attrs["axis"], layer.attrs["sizes"]
         shape = layer.input_types[0].shape
         outs, lo = [], 0
@@ -167,7 +167,7 @@ class Gather(OpDef):
         layer.attrs["axis"] = ax
         return [TensorType(x.shape[:ax] + idx.shape + x.shape[ax + 1 :], x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         x, idx = inputs
         ax = layer.attrs["axis"]
         n = x.shape[ax]
@@ -178,7 +178,7 @@ class Gather(OpDef):
             )
         return [ctx.xp.take(x, idx, axis=ax)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         return [b.out(b.network.add_gather(inputs[0], inputs[1], layer.attrs["axis"]), layer)]
 
 
@@ -195,10 +195,10 @@ class Select(OpDef):
             raise layer.fail(f"dtype clash: {a.dtype} vs {b.dtype}")
         return [TensorType(broadcast_shapes(layer, c.shape, a.shape, b.shape), a.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         return [ctx.xp.where(*inputs).astype(layer.input_types[1].dtype.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         rank = layer.outputs[0].type.rank
         xs = [b.expand_rank(t, ty.rank, rank) for t, ty in zip(inputs, layer.input_types)]
         return [b.out(b.network.add_select(*xs), layer)]

@@ -32,8 +32,8 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
-from .building import fail, is_int, network_of
+from .base import LoweringContext, OpDef, RunContext
+from .building import fail, is_int, network_of, require_bool
 from .shapes import normalize_axis
 
 
@@ -79,14 +79,14 @@ class Patchify(OpDef):
             raise layer.fail(f"[T, F] = {x.shape[-2:]} is not [{hp}*{wp}, C*{p}*{p}]")
         return [TensorType(lead + (f // (p * p), hp * p, wp * p), x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         x = inputs[0]
         mid, perm, out = _patch_plan(layer)
         fill = lambda dims: tuple(x.shape[i] if d == 0 else d for i, d in enumerate(dims))  # noqa: E731
         y = x.reshape(fill(mid)).transpose(perm)
         return [ctx.xp.ascontiguousarray(y.reshape(fill(out)))]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         mid, perm, out = _patch_plan(layer)
         sh = b.network.add_shuffle(inputs[0])
         sh.zero_is_placeholder = True
@@ -114,12 +114,12 @@ class Pad(OpDef):
             shape.append(None if d is None else d + lo + hi)
         return [TensorType(tuple(shape), x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         x = inputs[0]
         value = np.asarray(layer.attrs["value"]).astype(x.dtype)
         return [ctx.xp.pad(x, layer.attrs["pads"], mode="constant", constant_values=value)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         x_t, pads = layer.input_types[0], layer.attrs["pads"]
         if None in x_t.shape:
             raise layer.fail("pad is lowered for static shapes only")
@@ -151,7 +151,7 @@ class TopK(OpDef):
         shape = x.shape[:ax] + (k,) + x.shape[ax + 1 :]
         return [TensorType(shape, x.dtype), TensorType(shape, dtypes.int32)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp, x = ctx.xp, inputs[0]
         ax, k = layer.attrs["axis"], layer.attrs["k"]
         key = x.astype(xp.float64)
@@ -161,7 +161,7 @@ class TopK(OpDef):
         idx = xp.take(idx, xp.arange(k), axis=ax)
         return [xp.take_along_axis(x, idx, axis=ax), idx.astype(xp.int32)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         a = layer.attrs
         op = b.enum("TopKOperation", "max" if a["largest"] else "min")
         tk = b.network.add_topk(inputs[0], op, int(a["k"]), 1 << a["axis"], b.dtype("int32"))
@@ -241,6 +241,7 @@ def topk(
     net = network_of(x, op="topk", name=name)
     if not is_int(k) or not 1 <= k <= MAX_K:
         raise fail("topk", f"k must be an int in [1, {MAX_K}], got {k!r}", x, name=name)
-    attrs = {"k": int(k), "axis": axis, "largest": bool(largest)}
+    big = require_bool("topk", "largest", largest, x, name=name)
+    attrs = {"k": int(k), "axis": axis, "largest": big}
     values, indices = net.add_layer(TOPK, [x], attrs, name=name)
     return values, indices

@@ -15,7 +15,7 @@ from typing import Any
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import TensorLike, fail, lift, network_of, refuse_int8, require_bool
 from .shapes import broadcast_dim, normalize_axes, normalize_axis
 
@@ -62,7 +62,7 @@ class MatMul(OpDef):
         shape = batch + ([] if a_vec else [ma[-2]]) + ([] if b_vec else [mb[-1]])
         return [TensorType(tuple(shape), a.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp = ctx.xp
         dt = layer.input_types[0].dtype
         a, b = (_compute(x, dt) for x in inputs)
@@ -72,7 +72,7 @@ class MatMul(OpDef):
             b = xp.swapaxes(b, -1, -2)
         return [ctx.matmul(a, b).astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         ta_, tb_ = layer.input_types
         a, c = inputs
         ops = []
@@ -118,7 +118,7 @@ class Softmax(OpDef):
         layer.attrs["axis"] = normalize_axis(layer, layer.attrs["axis"], x.rank)
         return [x]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp = ctx.xp
         dt = layer.input_types[0].dtype
         x = _compute(inputs[0], dt)
@@ -126,7 +126,7 @@ class Softmax(OpDef):
         e = xp.exp(x - xp.max(x, axis=ax, keepdims=True))
         return [(e / xp.sum(e, axis=ax, keepdims=True)).astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         sm = b.network.add_softmax(inputs[0])
         sm.axes = 1 << layer.attrs["axis"]
         return [b.out(sm, layer)]
@@ -165,14 +165,14 @@ class Reduce(OpDef):
             shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
         return [TensorType(shape, x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         dt = layer.input_types[0].dtype
         x = _compute(inputs[0], dt)
         fn = _REDUCE[layer.attrs["kind"]]
         out = fn(ctx.xp, x, layer.attrs["axes"], layer.attrs["keepdims"])
         return [ctx.xp.asarray(out).astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         mask = sum(1 << a for a in layer.attrs["axes"])
         op = b.enum("ReduceOperation", layer.attrs["kind"])
         return [b.out(b.network.add_reduce(inputs[0], op, mask, layer.attrs["keepdims"]), layer)]
@@ -216,7 +216,7 @@ class Normalization(OpDef):
             raise layer.fail(f"eps must be > 0, got {layer.attrs['eps']}")
         return [x]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp = ctx.xp
         dt = layer.input_types[0].dtype
         x, *params = (_compute(t, dt) for t in inputs)
@@ -229,7 +229,7 @@ class Normalization(OpDef):
             y = x / xp.sqrt(xp.mean(x * x, axis=ax, keepdims=True) + eps) * params[0]
         return [y.astype(dt.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         rank = layer.input_types[0].rank
         nrank = len(layer.attrs["axes"])
         mask = sum(1 << a for a in layer.attrs["axes"])

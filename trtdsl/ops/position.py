@@ -29,6 +29,8 @@ here, so it is not used.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,8 +39,8 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
-from .building import fail, is_int, lift, network_of
+from .base import LoweringContext, OpDef, RunContext
+from .building import fail, is_int, lift, network_of, require_bool
 from .indexing import GATHER, concat
 
 
@@ -64,7 +66,7 @@ class Rope(OpDef):
             raise layer.fail(f"cos/sin have {c.shape[0]} positions, x has seq {x.shape[-2]}")
         return [x]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp = ctx.xp
         x, c, s = (t.astype(xp.float32) for t in inputs)
         r = c.shape[-1]
@@ -80,7 +82,7 @@ class Rope(OpDef):
         out = xp.concatenate([rot, x[..., 2 * r :]], axis=-1)
         return [out.astype(inputs[0].dtype)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         x_t = layer.input_types[0]
         rank, d, r = x_t.rank, x_t.shape[-1], layer.input_types[1].shape[-1]
         net, f32 = b.network, dtypes.float32
@@ -180,7 +182,8 @@ def rope(
     if not isinstance(x, Value):
         raise fail("rope", "x must be a Tensor", name=name)
     c, s = (lift(net, t, x, "rope") for t in (cos, sin))
-    return net.add_layer(ROPE, [x, c, s], {"interleaved": bool(interleaved)}, name=name)[0]
+    inter = require_bool("rope", "interleaved", interleaved, x, name=name)
+    return net.add_layer(ROPE, [x, c, s], {"interleaved": inter}, name=name)[0]
 
 
 @public("attention", method=None)
@@ -202,20 +205,24 @@ def rope_frequencies(
     ``cos, sin = F.rope_frequencies(pos, 64, axes_dim=(16, 24, 24))``
     """
     what = "rope_frequencies"
-    if not is_int(dim) or dim < 2 or dim % 2:
-        raise fail(what, f"dim must be an even int >= 2, got {dim!r}", name=name)
+    if not is_int(dim) or not 2 <= dim <= 2**16 or dim % 2:
+        raise fail(what, f"dim must be an even int in [2, 65536], got {dim!r}", name=name)
+    ok = isinstance(theta, numbers.Real) and not isinstance(theta, bool)
+    if not ok or not theta > 0 or not math.isfinite(theta):
+        raise fail(what, f"theta must be a positive number, got {theta!r}", name=name)
     try:
         axes = _axes(int(dim), axes_dim)
         dt = dtypes.as_dtype(dtype)
-    except ValueError as e:
-        raise fail(what, str(e), name=name) from None
+    except (ValueError, TypeError) as e:
+        raise fail(what, f"{type(e).__name__}: {e}", name=name) from None
     pre = (lambda tag: None) if name is None else (lambda tag: f"{name}.{tag}")
     if not isinstance(positions, Value):
-        if net is None:
-            raise fail(what, "static positions need net= (the network to add constants to)")
+        if not callable(getattr(net, "constant", None)):
+            msg = f"static positions need net= (the network to add constants to), got {net!r}"
+            raise fail(what, msg, name=name)
         try:
             c, s = rope_tables(positions, int(dim), theta, axes_dim)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise fail(what, str(e), name=name) from None
         return (net.constant(c.astype(dt.numpy), name=pre("cos")),
                 net.constant(s.astype(dt.numpy), name=pre("sin")))  # fmt: skip

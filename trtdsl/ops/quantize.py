@@ -37,7 +37,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import fail, is_int, network_of
 
 #: Quantized dtypes and their saturation bounds (TensorRT's Quantize clamping ranges).
@@ -138,13 +138,13 @@ class Quantize(OpDef):
         x = layer.input_types[0]
         return [TensorType(x.shape, dtypes.as_dtype(layer.attrs["dtype"]))]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp, (x, scale) = ctx.xp, inputs
         mode, info = layer.spec
         s = broadcast_scale(xp, scale, mode, info, x.ndim)
         return [quantize_values(xp, x.astype(xp.float32) / s, layer.attrs["dtype"])]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         q = b.network.add_quantize(inputs[0], inputs[1], b.dtype(layer.attrs["dtype"]))
         _set_granularity(q, layer.spec)
         return [b.out(q, layer)]
@@ -166,14 +166,14 @@ class Dequantize(OpDef):
     def infer(self, layer: Layer) -> list[TensorType]:
         return [TensorType(layer.input_types[0].shape, dtypes.as_dtype(layer.attrs["dtype"]))]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp, (q, scale) = ctx.xp, inputs
         mode, info = layer.spec
         s = broadcast_scale(xp, scale, mode, info, q.ndim)
         v = fp8_values(xp, q) if layer.input_types[0].dtype.name != "int8" else q.astype(s.dtype)
         return [(v * s).astype(dtypes.as_dtype(layer.attrs["dtype"]).numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         dq = b.network.add_dequantize(inputs[0], inputs[1], b.dtype(layer.attrs["dtype"]))
         _set_granularity(dq, layer.spec)
         return [b.out(dq, layer)]
@@ -230,7 +230,10 @@ def _scale(net: Any, scale: Any, dtype: dtypes.DType, op: str, x: Any, name: Any
         values = prod.attrs["value"]
         s = scale
     else:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number, np.ndarray)):
+        is_num = isinstance(scale, (int, float, np.number)) or (
+            isinstance(scale, np.ndarray) and scale.dtype.kind in "biuf"
+        )
+        if isinstance(scale, bool) or not is_num:
             raise fail(op, f"scale must be a number or NumPy array, got {scale!r}", x, name=name)
         values = np.asarray(scale, dtype.numpy)
         s = None

@@ -18,7 +18,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value, format_shape
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import fail, is_int, network_of
 from .shapes import prod
 
@@ -31,10 +31,10 @@ class Input(OpDef):
     def infer(self, layer: Layer) -> list[TensorType]:
         return [layer.attrs["type"]]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         return [ctx.feeds[layer.attrs["name"]]]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         ty = layer.attrs["type"]
         dims = tuple(-1 if d is None else d for d in ty.shape)
         return [b.network.add_input(layer.attrs["name"], b.dtype(ty.dtype), dims)]
@@ -52,14 +52,14 @@ class Constant(OpDef):
         v = layer.attrs["value"]
         return [TensorType(tuple(v.shape), dtypes.as_dtype(v.dtype))]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         value = layer.attrs["value"]
         if value.dtype == dtypes.float8_e4m3.numpy and ctx.xp is not np:
             # CuPy has no FP8 dtype: FP8 travels as its bit patterns (see ops/quantize.py)
             return [ctx.xp.asarray(value.view(np.uint8))]
         return [ctx.constant(layer)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         return [b.constant(layer.attrs["value"], layer)]
 
     def param_bytes(self, layer: Layer) -> int:
@@ -77,10 +77,10 @@ class Identity(OpDef):
     def infer(self, layer: Layer) -> list[TensorType]:
         return [layer.input_types[0]]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         return [inputs[0].copy()]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         return [b.out(b.network.add_identity(inputs[0]), layer)]
 
 
@@ -92,7 +92,7 @@ class Cast(OpDef):
     def infer(self, layer: Layer) -> list[TensorType]:
         return [TensorType(layer.input_types[0].shape, layer.attrs["dtype"])]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         src, dst = layer.input_types[0].dtype, layer.attrs["dtype"]
         x = inputs[0]
         if src.is_float and dst.kind == "int":
@@ -101,7 +101,7 @@ class Cast(OpDef):
             x = x.astype(np.float32)  # fp16 <-> bf16 goes through float32
         return [x.astype(dst.numpy)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         return [b.out(b.network.add_cast(inputs[0], b.dtype(layer.attrs["dtype"])), layer)]
 
 
@@ -152,12 +152,12 @@ class Reshape(OpDef):
         x = layer.input_types[0]
         return [TensorType(reshape_dims(layer, x.shape, layer.attrs["dims"]), x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         x = inputs[0]
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(layer.attrs["dims"])]
         return [x.reshape(dims)]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         return [b.reshape(inputs[0], tuple(layer.attrs["dims"]), layer)]
 
 
@@ -182,10 +182,10 @@ class Transpose(OpDef):
         layer.attrs["perm"] = perm
         return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         return [ctx.xp.ascontiguousarray(ctx.xp.transpose(inputs[0], layer.attrs["perm"]))]
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         sh = b.network.add_shuffle(inputs[0])
         sh.first_transpose = b.permutation(layer.attrs["perm"])
         return [b.out(sh, layer)]
