@@ -26,6 +26,7 @@ from strategies import examples
 
 import trtdsl as td
 from trtdsl import functional as F
+from trtdsl.errors import WorldError
 from trtdsl.ops.api import REGISTRY
 
 THIS_FILE = os.path.basename(__file__)
@@ -67,6 +68,8 @@ def make_net(rank: int = 0, size: int = 4) -> tuple[td.Network, dict[str, td.Ten
         "w": net.input("w", (6, 3)),
         "d": net.input("d", (None, 6)),
         "q": net.input("q", (2, 4, 6)),
+        "i8": net.input("i8", (4, 6), "int8"),
+        "img": net.input("img", (3, 4, 4)),
     }
     t["idx"] = net.constant(np.array([0, 2], np.int32), name="idx")
     return net, t
@@ -142,6 +145,15 @@ def template(name: str, t: dict[str, td.Tensor]) -> tuple[tuple, dict]:
         "layer_norm": ((x, np.ones(6, np.float32), np.zeros(6, np.float32)), {}),
         "rms_norm": ((x, np.ones(6, np.float32)), {}),
         "attention": ((t["q"], t["q"], t["q"]), {}),
+        "quantize": ((x, 0.5), {}),
+        "dequantize": ((t["i8"], 0.5), {}),
+        "embedding": ((t["idx"], np.ones((5, 6), np.float32)), {}),
+        "pad": ((x, [(1, 1)]), {}),
+        "patchify": ((t["img"], 2), {}),
+        "unpatchify": ((x, 1, (2, 2)), {}),
+        "rope": ((t["q"], np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)), {}),
+        "rope_frequencies": ((np.arange(4), 6), {"net": x.network}),
+        "topk": ((x, 2), {}),
     }
     if name in special:
         return special[name]
@@ -217,6 +229,21 @@ MUST_FAIL = [
     ("relu", lambda t: (t["x"],), {"name": "x"}, "duplicate layer name"),
     ("rms_norm", lambda t: (t["x"], np.ones(6, np.float32)), {"eps": "small"}, "eps"),
     ("layer_norm", lambda t: (t["x"], np.ones(5, np.float32), 0.0), {}, "scale shape"),
+    # truthy stand-ins for flags, found by exploring: a bool is required
+    ("reduce_sum", lambda t: (t["x"],), {"keepdims": 1}, "keepdims must be True or False"),
+    ("reduce_max", lambda t: (t["x"],), {"keepdims": np.ones(3)}, "keepdims must be True"),
+    ("matmul", lambda t: (t["x"], t["w"]), {"transpose_b": "no"}, "transpose_b must be True"),
+    ("attention", lambda t: (t["q"], t["q"], t["q"]), {"causal": 1}, "causal must be True"),
+    ("attention", lambda t: (t["q"],) * 3, {"return_lse": None}, "return_lse must be True"),
+    ("split", lambda t: (t["x"], None), {}, "sections must be an int or a list"),
+    ("split", lambda t: (t["x"], 1.5), {}, "sections must be an int or a list"),
+    ("topk", lambda t: (t["x"], 2), {"largest": np.ones(2)}, "largest must be True"),
+    ("rope", lambda t: template("rope", t)[0], {"interleaved": 1}, "interleaved must be True"),
+    ("rope_frequencies", lambda t: (np.arange(4), 6), {"theta": None}, "theta must be"),
+    ("rope_frequencies", lambda t: (np.arange(4), 6), {"net": ""}, "need net="),
+    ("rope_frequencies", lambda t: (np.arange(4), 6), {"axes_dim": 1.5}, "TypeError"),
+    ("rope_frequencies", lambda t: (np.arange(4), 10**12), {}, "dim must be an even int"),
+    ("quantize", lambda t: (t["x"], np.array(["a"])), {}, "scale must be a number"),
 ]
 
 
@@ -310,6 +337,55 @@ def test_network_output(tensor, name):
     )
     if must_fail:
         assert err is not None, (tensor, name)
+
+
+@pytest.mark.parametrize("value", [1j, np.ones(3, complex), [1.0, 2 + 1j]])
+def test_complex_constant_is_refused(value):
+    """A cast to a real dtype would drop the imaginary part silently (found by exploring)."""
+    net = td.Network("n")
+    _, err = call(net.constant, value, dtype="float32")
+    assert isinstance(err, td.DefinitionError) and "complex" in str(err), err
+
+
+# -- worlds ----------------------------------------------------------------------------------------
+WORLD_ARGS = st.one_of(st.integers(-2, 5), st.sampled_from(JUNK))
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+@SETTINGS
+@given(size=WORLD_ARGS, rank=WORLD_ARGS, timeout=st.one_of(st.floats(-1, 5), WORLD_ARGS))
+def test_world_arguments(size, rank, timeout):
+    """StaticWorld / InProcessWorld with junk size, rank, timeout: a world, or a WorldError
+    (a TrtDslError and a ValueError) naming this file and line."""
+    for make, args, valid in (
+        (td.StaticWorld, (size, rank), _count(size) and _count(rank) and 0 <= rank < size),
+        (
+            td.InProcessWorld,
+            (size, timeout),
+            _count(size)
+            and size >= 1
+            and isinstance(timeout, (int, float, np.number))
+            and not isinstance(timeout, bool)
+            and timeout > 0,
+        ),
+    ):
+        world, err = call(make, *args)
+        assert (err is None) == bool(valid), (make.__name__, args, err)
+        if err is not None:
+            assert isinstance(err, WorldError) and isinstance(err, ValueError), err
+        else:
+            assert world.size == size
+
+
+@pytest.mark.parametrize("make", [td.StaticWorld, td.InProcessWorld])
+@pytest.mark.parametrize("size", [0, -1, True, "2", 2.0])
+def test_world_of_no_ranks(make, size):
+    _, err = call(make, size)
+    assert isinstance(err, WorldError) and isinstance(err, ValueError), err
+    assert f"{make.__name__}: the world size must be an int >= 1, got {size!r}" in str(err), err
 
 
 # -- Network.run feeds ---------------------------------------------------------------------------

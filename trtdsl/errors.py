@@ -63,6 +63,14 @@ class TensorUsageError(TrtDslError, TypeError):
         super().__init__(f"{message} (at {user_location()})")
 
 
+class WorldError(TrtDslError, ValueError):
+    """A world cannot be made: a bad size, rank or timeout. A ValueError; the message names
+    the user's file:line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} (at {user_location()})")
+
+
 class ExecutionError(TrtDslError, RuntimeError):
     """Running a network failed: bad feeds, or a layer failed at run time."""
 

@@ -51,7 +51,10 @@ def backend_module(name: str) -> Any:
 
 def _narrow(arr: np.ndarray, target: np.dtype) -> np.ndarray:
     """``arr`` as ``target``; ValueError where that changes a value beyond rounding (finite
-    values overflowing a float type, fractions or out-of-range values cast to an int type)."""
+    values overflowing a float type, fractions or out-of-range values cast to an int type,
+    complex values, whose imaginary part the cast would drop)."""
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{target.name} cannot hold complex values ({arr.dtype.name})")
     with np.errstate(all="ignore"):
         out = arr.astype(target)
     if arr.dtype.kind in "biuf" and target.kind == "f":

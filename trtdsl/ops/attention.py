@@ -29,7 +29,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import OpDef
-from .building import fail, is_int, lift, network_of
+from .building import fail, is_int, lift, network_of, require_bool
 
 #: Query rows per chunk of the reference are chosen so one chunk's float32 scores stay under
 #: this many bytes (64k tokens x 8 heads fit on a laptop).
@@ -314,12 +314,12 @@ def attention(
         kind = "bool" if m.dtype == dtypes.bool_ else "additive"
         inputs.append(m)
     attrs = {
-        "causal": bool(causal),
+        "causal": require_bool("attention", "causal", causal, q, name=name),
         "q_offset": int(q_offset),
         "k_offset": int(k_offset),
         "scale": float(scale),
         "mask": kind,
-        "return_lse": bool(return_lse),
+        "return_lse": require_bool("attention", "return_lse", return_lse, q, name=name),
     }
     outs = net.add_layer(ATTENTION, inputs, attrs, name=name)
     return (outs[0], outs[1]) if return_lse else outs[0]

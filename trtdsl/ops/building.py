@@ -130,3 +130,11 @@ def record1(
 
 def is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def require_bool(op: str, param: str, value: Any, *inputs: Any, name: str | None = None) -> bool:
+    """``value`` as a bool if it is one (Python's or NumPy's), else a located DefinitionError:
+    a truthy stand-in (1, "no", an array) is more likely a misplaced argument than a choice."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise fail(op, f"{param} must be True or False, got {value!r}", *inputs, name=name)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CollectiveMismatchError, ExecutionError
+from ..errors import CollectiveMismatchError, ExecutionError, WorldError
 from ..ops.collective import simulate
 from .agreement import Entry, agree_on_collective, first_mismatch
 
@@ -47,13 +47,30 @@ class World:
         return f"{type(self).__name__}(size={self.size}, rank={self.rank})"
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_world_args(kind: str, size: Any, rank: Any = 0, timeout: Any = 1.0) -> None:
+    """WorldError (a ValueError naming the caller's line) unless ``size`` is an int >= 1,
+    ``rank`` an int in [0, size) and ``timeout`` a positive number of seconds."""
+    if not _is_int(size) or size < 1:
+        raise WorldError(f"{kind}: the world size must be an int >= 1, got {size!r}")
+    if not _is_int(rank) or not 0 <= rank < size:
+        raise WorldError(f"{kind}: rank must be an int in [0, {size}), got {rank!r}")
+    ok = isinstance(timeout, (int, float, np.integer, np.floating)) and not isinstance(
+        timeout, (bool, np.bool_)
+    )
+    if not ok or not timeout > 0 or timeout != timeout:
+        raise WorldError(f"{kind}: timeout must be a positive number of seconds, got {timeout!r}")
+
+
 class StaticWorld(World):
     """A world of known size and rank that cannot communicate: define and lower networks."""
 
     def __init__(self, size: int, rank: int = 0) -> None:
-        if size < 1 or not 0 <= rank < size:
-            raise ValueError(f"need size >= 1 and 0 <= rank < size, got size={size} rank={rank}")
-        self.size, self.rank = size, rank
+        check_world_args("StaticWorld", size, rank)
+        self.size, self.rank = int(size), int(rank)
 
     def exchange(self, obj: Any, what: str, key: Any = None) -> list[Any]:
         if self.size == 1:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import CollectiveMismatchError, RankFailedError
-from .base import World
+from .base import World, check_world_args
 
 
 class _Hub:
@@ -116,9 +116,8 @@ class InProcessWorld:
     """
 
     def __init__(self, size: int, timeout: float = 60.0) -> None:
-        if size < 1:
-            raise ValueError(f"world size must be >= 1, got {size}")
-        self.size, self.timeout = size, timeout
+        check_world_args("InProcessWorld", size, 0, timeout)
+        self.size, self.timeout = int(size), float(timeout)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         hub = _Hub(self.size, self.timeout)
