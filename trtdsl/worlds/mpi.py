@@ -11,6 +11,7 @@ from .notices import (
     emit,
     install_abort_hook,
     roll_call,
+    run_at_abort,
     timed_allgather,
     wait_request,
     world_broken,
@@ -67,4 +68,5 @@ class MPIWorld(World):
     def abort(self, message: str, code: int = 1) -> None:
         """Print ``message`` and end every rank of the job."""
         emit(f"\n[trtdsl] FATAL on rank {self.rank}: {message}\n")
+        run_at_abort()
         self.comm.Abort(code)

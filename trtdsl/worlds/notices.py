@@ -310,6 +310,23 @@ def timed_allgather(
 
 
 _HOOK_INSTALLED = False
+_AT_ABORT: list[Callable[[], Any]] = []
+
+
+def at_abort(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` before this process aborts the MPI job (the abort hook, ``MPIWorld.abort``):
+    e.g. ``ncclCommAbort`` on the NCCL communicators, which no one will wait for."""
+    _AT_ABORT.append(fn)
+
+
+def run_at_abort() -> None:
+    """Run the :func:`at_abort` callbacks once each (errors are reported, not raised)."""
+    while _AT_ABORT:
+        fn = _AT_ABORT.pop()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - aborting anyway
+            emit(f"[trtdsl] while aborting: {type(e).__name__}: {e}\n")
 
 
 def install_abort_hook() -> None:
@@ -333,6 +350,7 @@ def install_abort_hook() -> None:
             f"\n[trtdsl] rank {comm.Get_rank()} of {comm.Get_size()} raised an uncaught "
             f"exception; aborting the MPI job:\n{text}"
         )
+        run_at_abort()
         comm.Abort(1)
 
     sys.excepthook = hook

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ExecutionError
+from ...errors import ExecutionError, TrtDslError
 from ...ops.collective import CollectiveSpec, output_shape, poison
 from ...worlds import MPIWorld, World, agree_on_collective, local_rank_from_env
+from ...worlds.notices import at_abort, emit
 from .device import cupy_module as _cupy
 
 
@@ -78,6 +79,7 @@ class NcclWorld(World):
         self.device = self.local_rank % count if device is None else device
         cp.cuda.Device(self.device).use()
         self.check_each = check_each
+        at_abort(self.abort_communicators)
         self._comms: dict[tuple, Any] = {}
 
     def __getattr__(self, name: str) -> Any:  # comm, timeout, abort, wait_for_all...
@@ -101,12 +103,32 @@ class NcclWorld(World):
         cp = _cupy()
         spec: CollectiveSpec = layer.spec
         if self.check_each:  # agree over MPI before NCCL runs, so a mismatch cannot hang
-            agree_on_collective(self, layer, x.shape)
+            try:
+                agree_on_collective(self, layer, x.shape)
+            except TrtDslError:  # another rank failed or is out of step: NCCL would hang
+                self.abort_communicators()
+                raise
         x = cp.ascontiguousarray(x)
         n = spec.n
         if n == 1:
             return x.copy()
         return run_collective(cp, self.communicator(spec), spec, x)
+
+    def abort_communicators(self) -> int:
+        """``ncclCommAbort`` (through the nccl adapter) on every communicator, without waiting
+        for the other ranks; returns how many. Called before this process aborts the job (an
+        uncaught exception, a timeout) and when another rank's failure stops a collective."""
+        n = 0
+        for comm in self._comms.values():
+            try:
+                comm.abort()
+                n += 1
+            except Exception as e:  # noqa: BLE001 - aborting anyway
+                emit(f"[trtdsl] rank {self.rank}: ncclCommAbort failed: {e}\n")
+        self._comms.clear()
+        if n:
+            emit(f"[trtdsl] rank {self.rank}: aborted {n} NCCL communicator(s) (ncclCommAbort)\n")
+        return n
 
     def close(self) -> None:
         """Free every NCCL communicator (collective: all ranks call it)."""
