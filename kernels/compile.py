@@ -3,9 +3,10 @@
 ``compile_kernel(spec)`` runs ``triton.compile`` (no GPU needed) and keeps the result under
 ``$TRTDSL_KERNEL_CACHE`` (default ``~/.cache/trtdsl/kernels``) as ``<key>.cubin`` plus
 ``<key>.json`` (plain JSON metadata, written last and atomically, so a present JSON means a
-complete entry). The key hashes the kernel module's source, the Triton function's own cache
-key, the spec (signature, constexprs, options, alignment promises), the Triton version and the
-target.
+complete entry), plus ``<key>.ptx`` for callers that ask for the PTX (``with_ptx=True``: the
+TensorRT plugin hands PTX to TensorRT). The key hashes the kernel module's source, the Triton
+function's own cache key, the spec (signature, constexprs, options, alignment promises), the
+Triton version and the target.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,12 @@ class CompiledKernel:
     triton_version: str
     arch: int
     from_cache: bool = False
+    ptx: str = field(default="", repr=False)  # "" unless compiled or loaded with_ptx
 
     def metadata(self) -> dict[str, Any]:
-        """The JSON-able part (everything but the cubin bytes and ``from_cache``)."""
+        """The JSON-able part (everything but the cubin bytes, the PTX and ``from_cache``)."""
         d = asdict(self)
-        del d["cubin"], d["from_cache"]
+        del d["cubin"], d["from_cache"], d["ptx"]
         d["params"] = list(self.params)
         d["cubin_sha256"] = hashlib.sha256(self.cubin).hexdigest()
         d["format"] = FORMAT
@@ -127,13 +129,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def load_cached(key: str, directory: Path | None = None) -> CompiledKernel | None:
-    """The cache entry for ``key``, or None when absent or unreadable."""
+def load_cached(
+    key: str, directory: Path | None = None, with_ptx: bool = False
+) -> CompiledKernel | None:
+    """The cache entry for ``key`` (with its PTX if asked), or None when absent or unreadable."""
     d = directory or cache_dir()
     meta_path, cubin_path = d / f"{key}.json", d / f"{key}.cubin"
     try:
         meta = json.loads(meta_path.read_text())
-        return CompiledKernel.from_metadata(meta, cubin_path.read_bytes())
+        ck = CompiledKernel.from_metadata(meta, cubin_path.read_bytes())
+        return replace(ck, ptx=(d / f"{key}.ptx").read_text()) if with_ptx else ck
     except (OSError, ValueError, KeyError, TypeError, KernelCompileError):
         return None
 
@@ -143,11 +148,13 @@ def store(kernel: CompiledKernel, directory: Path | None = None) -> None:
     d = directory or cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     _atomic_write(d / f"{kernel.key}.cubin", kernel.cubin)
+    if kernel.ptx:
+        _atomic_write(d / f"{kernel.key}.ptx", kernel.ptx.encode())
     meta = json.dumps(kernel.metadata(), indent=1, sort_keys=True).encode()
     _atomic_write(d / f"{kernel.key}.json", meta)
 
 
-def _triton_compile(spec: KernelSpec, key: str, arch: int) -> CompiledKernel:
+def _triton_compile(spec: KernelSpec, key: str, arch: int, with_ptx: bool) -> CompiledKernel:
     triton = _triton()
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -175,19 +182,25 @@ def _triton_compile(spec: KernelSpec, key: str, arch: int) -> CompiledKernel:
         params=spec.runtime_params + ("global_scratch", "profile_scratch"),
         triton_version=triton.__version__,
         arch=arch,
+        ptx=str(ck.asm["ptx"]) if with_ptx else "",
     )
 
 
 def compile_kernel(
-    spec: KernelSpec, arch: int = ARCH, directory: Path | None = None, use_cache: bool = True
+    spec: KernelSpec,
+    arch: int = ARCH,
+    directory: Path | None = None,
+    use_cache: bool = True,
+    with_ptx: bool = False,
 ) -> CompiledKernel:
-    """The cubin of ``spec`` for ``sm_{arch}``: from the disk cache, else compiled and stored."""
+    """The cubin of ``spec`` for ``sm_{arch}``: from the disk cache, else compiled and stored.
+    ``with_ptx``: also the PTX (an entry stored without it is compiled again)."""
     key = cache_key(spec, arch)
     if use_cache:
-        hit = load_cached(key, directory)
+        hit = load_cached(key, directory, with_ptx)
         if hit is not None:
             return hit
-    kernel = _triton_compile(spec, key, arch)
+    kernel = _triton_compile(spec, key, arch, with_ptx)
     if use_cache:
         store(kernel, directory)
     return kernel

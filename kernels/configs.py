@@ -94,6 +94,30 @@ def attention_spec(
     )
 
 
+def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
+    """Spec of ``attention_fwd_qdp`` (the TensorRT plugin's entry: inputs, i32 scalars,
+    outputs), with the table's config for ``attention_fwd``."""
+    cfg = attention_config(head_dim, dtype, causal)
+    ty = TRITON_DTYPE[dtype]
+    strides = ("stride_qb", "stride_qm", "stride_kb", "stride_kn")
+    strides += ("stride_vb", "stride_vn", "stride_ob", "stride_om")
+    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}"}
+    sig.update({s: "i32" for s in strides})
+    for s in ("seq_q", "seq_k", "q_offset", "k_offset", "qk_scale_bits", "write_lse"):
+        sig[s] = "i32"
+    sig.update({"O": f"*{ty}", "LSE": "*fp32"})
+    consts = {"HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
+    consts["CAUSAL"] = bool(causal)
+    sig.update({k: "constexpr" for k in consts})
+    return KernelSpec(
+        fn_name="attention_fwd_qdp",
+        signature=sig,
+        constexprs=consts,
+        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
+        divisible=("Q", "K", "V", "O", "LSE") + strides,
+    )
+
+
 def merge_spec(head_dim: int, dtype: str) -> KernelSpec:
     """Spec of ``attention_merge`` for rows of ``head_dim`` values of ``dtype``."""
     ty = TRITON_DTYPE[dtype]

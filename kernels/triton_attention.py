@@ -156,6 +156,46 @@ def attention_fwd(
 
 
 @_jit
+def attention_fwd_qdp(
+    Q,
+    K,
+    V,
+    stride_qb,
+    stride_qm,
+    stride_kb,
+    stride_kn,
+    stride_vb,
+    stride_vn,
+    stride_ob,
+    stride_om,
+    seq_q,
+    seq_k,
+    q_offset,
+    k_offset,
+    qk_scale_bits,
+    write_lse,
+    O,
+    LSE,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """``attention_fwd`` in TensorRT's AOT plugin calling convention (``tensorrt.plugin``):
+    input pointers, then 32-bit integer scalars (the only extra arguments a QDP kernel gets),
+    then output pointers. Strides arrive as i32 and are widened; ``qk_scale_bits`` holds the
+    float32 bits of ``scale * log2(e)``. Same grid as ``attention_fwd`` (it is inlined)."""
+    attention_fwd(
+        Q, K, V, O, LSE,
+        stride_qb.to(tl.int64), stride_qm.to(tl.int64), stride_kb.to(tl.int64),
+        stride_kn.to(tl.int64), stride_vb.to(tl.int64), stride_vn.to(tl.int64),
+        stride_ob.to(tl.int64), stride_om.to(tl.int64),
+        seq_q, seq_k, q_offset, k_offset, qk_scale_bits.to(tl.float32, bitcast=True), write_lse,
+        HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL,
+    )  # fmt: skip
+
+
+@_jit
 def attention_merge(
     O1,
     LSE1,

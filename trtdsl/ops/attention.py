@@ -28,7 +28,7 @@ import numpy as np
 from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
-from .base import OpDef
+from .base import LoweringContext, OpDef, RunContext
 from .building import fail, is_int, lift, network_of, require_bool
 
 #: Query rows per chunk of the reference are chosen so one chunk's float32 scores stay under
@@ -83,7 +83,7 @@ class Attention(OpDef):
         ):
             raise layer.fail(f"mask {m.shape} does not broadcast to [..., heads, seq_q, seq_k]")
 
-    def reference(self, layer: Layer, inputs: list[Any], ctx: Any) -> list[Any]:
+    def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         fused = ctx.fused_attention(layer, inputs)
         if fused is not None:
             return fused
@@ -103,10 +103,12 @@ class Attention(OpDef):
             "k_offset": a["k_offset"],
         }
 
-    def lower(self, layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         """IAttention (``add_attention_v2``) where it can say the layer; the log-sum-exp
-        variant, a mask together with causal, ranks other than 3-4 and a v head_dim unlike
-        k's are lowered to primitive layers in float32 (matmul, reduce, exp, log)."""
+        variant in float16/bfloat16 with a kernel head_dim and no mask: the trtdsl plugin
+        (``b.plugin``: the Triton flash-attention kernel, AOT); other log-sum-exp variants, a
+        mask together with causal, ranks other than 3-4 and a v head_dim unlike k's: primitive
+        layers in float32 (matmul, reduce, exp, log)."""
         a, q_t, k_t = layer.attrs, layer.input_types[0], layer.input_types[1]
         if a["causal"] and a["q_offset"] < a["k_offset"]:
             raise layer.fail(
@@ -114,6 +116,8 @@ class Attention(OpDef):
                 "has query rows that see no key; TensorRT leaves them undefined"
             )
         out_dynamic = sum(d is None for d in layer.outputs[0].shape)
+        if _plugin_lowers(layer, b, out_dynamic):
+            return _lower_plugin(layer, inputs, b)
         if (
             a["return_lse"]
             or (a["mask"] and a["causal"])
@@ -167,6 +171,32 @@ class Attention(OpDef):
 
 
 ATTENTION = Attention()
+
+
+def _plugin_lowers(layer: Layer, b: Any, out_dynamic: int) -> bool:
+    """The log-sum-exp variant the flash-attention plugin computes (where ``b`` has it)."""
+    a, q_t, k_t = layer.attrs, layer.input_types[0], layer.input_types[1]
+    has_plugin = getattr(b, "has_plugin", None)
+    return bool(
+        a["return_lse"]
+        and not a["mask"]
+        and has_plugin is not None
+        and has_plugin("flash_attention_lse", dtype=q_t.dtype.name, head_dim=q_t.shape[-1])
+        and q_t.rank in (3, 4)
+        and not (q_t.rank == 3 and out_dynamic > 1)
+        and layer.input_types[2].shape == k_t.shape
+    )
+
+
+def _lower_plugin(layer: Layer, inputs: list[Any], b: Any) -> list[Any]:
+    """q, k, v as [B, H, S, D] into the plugin; rank-3 outputs lose the batch dim again."""
+    rank = layer.input_types[0].rank
+    q, k, v = (b.expand_rank(t, rank, 4) for t in inputs[:3])
+    o, lse = b.plugin("flash_attention_lse", [q, k, v], layer)
+    if rank == 3:
+        o_dims, l_dims = (tuple(-1 if d is None else d for d in t.shape) for t in layer.outputs)
+        o, lse = b.reshape(o, o_dims, layer, "drop_batch"), b.reshape(lse, l_dims, layer, "lse")
+    return [o, lse]
 
 
 def _lower_decomposed(layer: Layer, inputs: list[Any], b: Any) -> list[Any]:

@@ -89,10 +89,11 @@ class LoweringContext:
     and maps each DSL tensor to its ``ITensor``.
     """
 
-    def __init__(self, trt: Any, network: Any, net: Any = None) -> None:
+    def __init__(self, trt: Any, network: Any, net: Any = None, plugins: bool = True) -> None:
         self.trt = trt
         self.network = network
         self.net = net
+        self.plugins = bool(plugins)  # False: no plugin layers (ops use primitive layers)
         self.tensors: dict[int, Any] = {}  # id(DSL Tensor) -> ITensor
         self.layer: Layer | None = None  # the DSL layer being lowered
         self._keep: list[Any] = []  # arrays (and objects) TensorRT must not outlive
@@ -321,6 +322,28 @@ class LoweringContext:
             return int(spec.n)
         return int(world_size)
 
+    # -- plugins ---------------------------------------------------------------------------
+    def has_plugin(self, name: str, **variant: Any) -> bool:
+        """True if trtdsl's plugin ``name`` computes ``variant`` (``dtype``, ``head_dim``) and
+        plugins are not switched off."""
+        from . import plugins
+
+        return (
+            self.plugins
+            and name == plugins.FLASH_ATTENTION_LSE
+            and plugins.supported(variant.get("dtype"), variant.get("head_dim"))
+        )
+
+    def plugin(self, name: str, inputs: Sequence[Any], layer: Layer | None = None) -> list[Any]:
+        """Insert trtdsl's TensorRT plugin ``name`` (:mod:`.plugins`, made with
+        ``tensorrt.plugin``; registered on first use) for ``layer``: its output ITensors."""
+        from . import plugins
+
+        layer = self._layer_or_current(layer)
+        if name != plugins.FLASH_ATTENTION_LSE:
+            raise LoweringError(f"no trtdsl plugin named {name!r}")
+        return plugins.add_flash_attention_lse(self, layer, *inputs)
+
     # -- driving ---------------------------------------------------------------------------
     def lower_layer(self, layer: Layer) -> list[Any]:
         """Lower one DSL layer; record and return its ITensors."""
@@ -363,10 +386,13 @@ class LoweringContext:
         return tensor
 
 
-def lower_network(net: Any, trt: Any, builder: Any = None) -> tuple[Any, Any, LoweringContext]:
+def lower_network(
+    net: Any, trt: Any, builder: Any = None, plugins: bool = True
+) -> tuple[Any, Any, LoweringContext]:
     """Lower ``net`` with the ``tensorrt`` module ``trt``: returns (builder, network, context).
 
     Keep ``context`` alive until the engine is built (it owns the weights' memory).
+    ``plugins=False``: no plugin layers (attention's log-sum-exp from primitive layers).
     """
     names = set(net.inputs)
     clash = sorted(names & set(net.outputs))
@@ -381,7 +407,7 @@ def lower_network(net: Any, trt: Any, builder: Any = None) -> tuple[Any, Any, Lo
     if network is None:
         raise LoweringError("TensorRT could not create a network definition")
     network.name = str(net.name)[:128]
-    ctx = LoweringContext(trt, network, net)
+    ctx = LoweringContext(trt, network, net, plugins)
     for layer in net.layers:
         ctx.lower_layer(layer)
     for name, t in net.outputs.items():

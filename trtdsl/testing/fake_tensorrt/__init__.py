@@ -51,6 +51,7 @@ from .objects import (
     FakeTensorRTLimitation,
     _suggest,
 )
+from .plugin import make_fake_plugin
 from .refit import make_fake_engine
 from .runtime import _Runtime
 
@@ -95,6 +96,7 @@ def make_fake_tensorrt(
     mod.__fake_runtime__ = rt  # for make_fake_engine
     mod.MANIFEST = manifest
     mod.ContractError = ContractError
+    mod.plugin = make_fake_plugin(mod)  # the fake ``tensorrt.plugin`` (QDP)
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):

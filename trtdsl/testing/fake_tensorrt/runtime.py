@@ -358,6 +358,10 @@ class _Runtime:
             raise TypeError(f"tensorrt.{cls} does not support {name}")
         overload, bound = self.resolve(cls, name, args, kwargs)
         obj.calls.append((name, tuple(args), dict(kwargs)))
+        if name == "add_plugin" and _is_network(obj):  # calls the plugin's creation function
+            from .plugin import add_plugin
+
+            return add_plugin(self, obj, overload, bound)
         hooked, value = self._hook(obj, name, bound)
         if hooked:
             return value

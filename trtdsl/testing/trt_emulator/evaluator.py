@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import collectives, movement, pointwise, quantization, reductions
+from . import collectives, movement, plugins, pointwise, quantization, reductions
 from .collectives import Communicator
 from .graph import (
     EmulatorError,
@@ -45,6 +45,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "IQuantizeLayer": quantization.quantize,
     "IDequantizeLayer": quantization.dequantize,
     "ITopKLayer": quantization.topk,
+    "IPluginV3Layer": plugins.plugin,
 }
 
 #: Inputs a layer may leave unset (None) at these indices (dynamic slice parameters).

@@ -1,0 +1,241 @@
+"""TensorRT plugins made from the trtdsl Triton kernels with ``tensorrt.plugin`` (QDP), AOT.
+
+``trtdsl::flash_attention_lse``: inputs q [B, H, Sq, D], k and v [B, H, Sk, D] (float16 or
+bfloat16, D in 32/64/128/256); attributes ``causal`` (bool), ``q_offset``, ``k_offset`` (int),
+``scale`` (float); outputs o [B, H, Sq, D] (q's dtype) and lse [B, H, Sq] float32 (natural-log
+log-sum-exp of each query row, -inf for a row that sees no key). It is what the ``attention``
+op lowers to when its log-sum-exp is asked for (Ring attention's merge needs it).
+
+* ``@trtp.register`` describes the outputs from the input descriptors (shape expressions and
+  dtypes only; TensorRT calls it with placeholder shapes first, then with symbolic ones).
+* ``@trtp.aot_impl`` returns the kernel compiled ahead of time: the same Triton flash-attention
+  forward as ``trtdsl.kernels`` (``attention_fwd``, inlined into ``attention_fwd_qdp``, whose
+  parameters follow the QDP convention: input pointers, int32 scalars, output pointers), the
+  same config table, the same JSON+cubin disk cache (with its PTX). It returns the PTX (the form
+  the 11.4 docstring names), the launch parameters (grid ``(cdiv(Sq, BLOCK_M), B*H)``, block
+  ``num_warps*32``, the kernel's shared memory) and the extra scalar arguments as
+  ``SymInt32`` expressions of the symbolic shapes: 8 strides (elements, linear layout),
+  ``seq_q``, ``seq_k``, ``q_offset``, ``k_offset``, the float32 bits of ``scale*log2(e)``
+  (QDP extra arguments are 32-bit integers only; the kernel bit-casts them back) and
+  ``write_lse = 1``. TensorRT embeds the kernel in the engine: no Python at run time.
+* Triton 3.6 appends two pointer parameters (``global_scratch``, ``profile_scratch``) after the
+  outputs; QDP passes exactly inputs, extra arguments and outputs. These kernels use no scratch
+  (both sizes are 0, checked), so :func:`qdp_ptx` removes the two declarations from the PTX
+  entry after checking the body never reads them: the kernel TensorRT loads takes exactly the
+  arguments QDP passes (no reliance on how TensorRT fills missing parameters).
+
+Registration is lazy: importing trtdsl imports neither ``tensorrt`` nor ``tensorrt.plugin``;
+:func:`plugin_module` imports ``tensorrt.plugin`` when a network that needs the plugin is lowered
+with the real module (the contract tests pass the fake's ``plugin`` attribute instead).
+Nothing here has run inside a TensorRT engine (TensorRT's builder is not installable here).
+
+This module has no ``from __future__ import annotations`` on purpose: ``tensorrt.plugin``
+inspects the annotations of the decorated functions, which must be real objects.
+"""
+
+import functools
+import importlib
+import re
+import struct
+from typing import Any
+
+from ...kernels import configs as kconfigs
+from .errors import LoweringError
+
+PLUGIN_NAMESPACE = "trtdsl"
+FLASH_ATTENTION_LSE = "flash_attention_lse"
+PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{FLASH_ATTENTION_LSE}"
+#: Attributes in registration order (the AOT call passes all of them positionally in this order).
+ATTRS = ("causal", "q_offset", "k_offset", "scale")
+#: The kernel's int32 scalar parameters between the input and the output pointers.
+EXTRA_ARGS = (
+    "stride_qb", "stride_qm", "stride_kb", "stride_kn", "stride_vb", "stride_vn", "stride_ob",
+    "stride_om", "seq_q", "seq_k", "q_offset", "k_offset", "qk_scale_bits", "write_lse",
+)  # fmt: skip
+LOG2E = 1.4426950408889634
+DTYPES = {"HALF": "float16", "BF16": "bfloat16"}  # trt.DataType member -> kernel dtype
+_INT32 = (-(2**31), 2**31 - 1)
+_registered: dict[int, Any] = {}  # id(plugin module) -> the module (kept alive)
+
+
+def supported(dtype: str, head_dim: Any) -> bool:
+    """True if the kernels have a variant for ``dtype`` and a static ``head_dim``."""
+    return dtype in kconfigs.DTYPES and head_dim in kconfigs.HEAD_DIMS
+
+
+def plugin_module(trt: Any) -> Any:
+    """``tensorrt.plugin`` of the module ``trt``: its ``plugin`` attribute (the fake has one;
+    the real package has it once imported), else ``import <trt>.plugin``."""
+    mod = getattr(trt, "plugin", None)
+    if mod is not None:
+        return mod
+    try:
+        return importlib.import_module(f"{trt.__name__}.plugin")
+    except ImportError as e:
+        raise LoweringError(
+            f"the attention log-sum-exp plugin needs {trt.__name__}.plugin (TensorRT's Python "
+            f"plugin package, TensorRT >= 10.7); lower with plugins=False to use primitive "
+            f"layers instead: {e}"
+        ) from e
+
+
+def qk_scale_bits(scale: float) -> int:
+    """The float32 bits of ``scale * log2(e)`` as a signed int32 (the kernel bit-casts)."""
+    return struct.unpack("<i", struct.pack("<f", float(scale) * LOG2E))[0]
+
+
+def _int32(name: str, value: int) -> int:
+    if not _INT32[0] <= int(value) <= _INT32[1]:
+        raise LoweringError(f"{PLUGIN_ID}: {name}={value} does not fit the kernel's int32")
+    return int(value)
+
+
+def qdp_ptx(ptx: str, name: str, n_params: int) -> str:
+    """``ptx`` with the entry ``name`` cut to its first ``n_params`` parameters.
+
+    Only Triton's trailing scratch pointers may go: the entry must have exactly two more
+    parameters, 64-bit, and the PTX must never mention them outside the declaration.
+    """
+    m = re.search(rf"\.entry\s+{re.escape(name)}\s*\((.*?)\)", ptx, re.S)
+    if m is None:
+        raise LoweringError(f"{PLUGIN_ID}: no .entry {name}( ... ) in the kernel's PTX")
+    decls = [d.strip() for d in m.group(1).split(",") if d.strip()]
+    if len(decls) != n_params + 2:
+        raise LoweringError(
+            f"{PLUGIN_ID}: {name} declares {len(decls)} parameters, expected {n_params} plus "
+            "Triton's 2 scratch pointers"
+        )
+    for d in decls[n_params:]:
+        pname = d.split()[-1]
+        if ".u64" not in d or ptx.count(pname) != 1:
+            raise LoweringError(f"{PLUGIN_ID}: the scratch parameter {d!r} is used by {name}")
+    params = ",\n\t".join(decls[:n_params])
+    return ptx[: m.start(1)] + "\n\t" + params + "\n" + ptx[m.end(1) :]
+
+
+@functools.cache
+def aot_kernel(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, Any]:
+    """(kernel name, PTX for QDP, CompiledKernel) of ``attention_fwd_qdp`` for one variant,
+    from trtdsl.kernels' ahead-of-time compile (disk cache; needs Triton on a miss)."""
+    from ...kernels.compile import compile_kernel
+
+    spec = kconfigs.attention_qdp_spec(head_dim, dtype, causal)
+    ck = compile_kernel(spec, with_ptx=True)
+    if ck.global_scratch_size or ck.profile_scratch_size or ck.num_ctas != 1:
+        raise LoweringError(
+            f"{PLUGIN_ID}: {ck.name} asks for scratch memory ({ck.global_scratch_size}, "
+            f"{ck.profile_scratch_size} B) or {ck.num_ctas} CTAs; QDP cannot provide them"
+        )
+    n = len(spec.runtime_params)
+    return ck.name, qdp_ptx(ck.ptx, ck.name, n), ck
+
+
+def assemble_cubin(ptx: str, arch: int = 90) -> bytes:
+    """The PTX assembled by Triton's bundled ``ptxas`` for ``sm_{arch}a`` (checks that the
+    PTX :func:`qdp_ptx` rewrote is valid; TensorRT itself gets the PTX)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptxas = get_ptxas(arch).path
+    with tempfile.TemporaryDirectory() as d:
+        src, out = Path(d) / "k.ptx", Path(d) / "k.cubin"
+        src.write_text(ptx)
+        cmd = [ptxas, f"-arch=sm_{arch}a", str(src), "-o", str(out)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode:
+            raise LoweringError(f"ptxas failed on the plugin's PTX: {res.stderr.strip()}")
+        return out.read_bytes()
+
+
+def _dtype_of(trt: Any, desc: Any) -> str:
+    for member, name in DTYPES.items():
+        if desc.dtype == getattr(trt.DataType, member):
+            return name
+    raise LoweringError(f"{PLUGIN_ID}: needs float16 or bfloat16 inputs, got {desc.dtype}")
+
+
+def _constant(expr: Any, what: str) -> int:
+    if not expr.is_constant:
+        raise LoweringError(f"{PLUGIN_ID}: {what} must be static")
+    return int(expr.constant_value())
+
+
+def _define(trt: Any, trtp: Any) -> None:
+    """Register ``PLUGIN_ID`` and its AOT implementation with the plugin module ``trtp``."""
+    TD = trtp.TensorDesc
+
+    @trtp.register(PLUGIN_ID, lazy_register=True)
+    def flash_attention_lse_desc(
+        q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
+    ) -> tuple[TD, TD]:
+        """o like q; lse [B, H, Sq] float32."""
+        o = q.like()
+        lse = trtp.from_shape_expr(
+            (q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]), dtype=trt.float32
+        )
+        return o, lse
+
+    @trtp.aot_impl(PLUGIN_ID)
+    def flash_attention_lse_aot(
+        q: TD,
+        k: TD,
+        v: TD,
+        causal: bool,
+        q_offset: int,
+        k_offset: int,
+        scale: float,
+        outputs: tuple[TD, TD],
+        tactic: int,
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        """The compiled kernel, its launch parameters and its int32 scalar arguments."""
+        dtype = _dtype_of(trt, q)
+        if _dtype_of(trt, k) != dtype or _dtype_of(trt, v) != dtype:
+            raise LoweringError(f"{PLUGIN_ID}: q, k and v need one dtype")
+        d = _constant(q.shape_expr[3], "head_dim")
+        if not supported(dtype, d):
+            raise LoweringError(f"{PLUGIN_ID}: no kernel for {dtype} head_dim {d}")
+        cfg = kconfigs.attention_config(d, dtype, bool(causal))
+        name, ptx, ck = aot_kernel(d, dtype, bool(causal))
+        bsz, heads, sq, sk = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2], k.shape_expr[2]
+        launch = trtp.KernelLaunchParams()
+        launch.grid_x = trtp.cdiv(sq, cfg.block_m)
+        launch.grid_y = bsz * heads
+        launch.block_x = ck.num_warps * 32
+        launch.shared_mem = ck.shared
+        values = [sq * d, d, sk * d, d, sk * d, d, sq * d, d, sq, sk]
+        values += [_int32("q_offset", q_offset), _int32("k_offset", k_offset)]
+        values += [qk_scale_bits(scale), 1]
+        extra = trtp.SymIntExprs(len(values))
+        for i, value in enumerate(values):
+            extra[i] = trtp.SymInt32(value)
+        return name, ptx, launch, extra
+
+
+def register(trt: Any) -> Any:
+    """Define the trtdsl plugins in ``trt``'s plugin module once; returns that module."""
+    trtp = plugin_module(trt)
+    if id(trtp) in _registered:
+        return trtp
+    ns = getattr(trtp.op, PLUGIN_NAMESPACE, None) if hasattr(trtp.op, PLUGIN_NAMESPACE) else None
+    if ns is None or not hasattr(ns, FLASH_ATTENTION_LSE):
+        _define(trt, trtp)
+    _registered[id(trtp)] = trtp
+    return trtp
+
+
+def add_flash_attention_lse(b: Any, layer: Any, q: Any, k: Any, v: Any) -> list[Any]:
+    """Insert the plugin for ``layer`` (q, k, v: 4-D ITensors): returns [o, lse]."""
+    a = layer.attrs
+    trtp = register(b.trt)
+    plugin_def = getattr(getattr(trtp.op, PLUGIN_NAMESPACE), FLASH_ATTENTION_LSE)
+    create = plugin_def(
+        q, k, v,
+        causal=bool(a["causal"]), q_offset=_int32("q_offset", a["q_offset"]),
+        k_offset=_int32("k_offset", a["k_offset"]), scale=float(a["scale"]),
+    )  # fmt: skip
+    lay = b.network.add_plugin(create, aot=True)
+    b.name(lay, layer, "flash_attention_lse")
+    return [lay.get_output(0), lay.get_output(1)]
