@@ -20,6 +20,7 @@ from mpi4py import MPI
 
 import trtdsl as td
 from trtdsl.backends import nccl
+from trtdsl.backends.nccl.adapter import unique_id_from_bytes
 from trtdsl.backends.cupy import NcclWorld
 
 COLLS = ("all_reduce", "broadcast", "reduce", "all_gather", "reduce_scatter", "all_to_all",
@@ -53,8 +54,8 @@ def main() -> int:
     mpi, n, rank = world.comm, world.size, world.rank
     sizes = [1 << 10, 1 << 20, 1 << 26] if args.short else [1 << k for k in range(10, 31, 2)]
     comm = nccl.load().core  # nccl4py itself, for the direct baseline
-    uid = comm.get_unique_id() if rank == 0 else None
-    direct = comm.Communicator.init(n, rank, mpi.bcast(uid, root=0))
+    uid = bytes(comm.get_unique_id()) if rank == 0 else None  # plain bytes over MPI
+    direct = comm.Communicator.init(n, rank, unique_id_from_bytes(mpi.bcast(uid, root=0)))
     dist = None
     if not args.no_torch:
         import torch

@@ -53,11 +53,7 @@ class Constant(OpDef):
         return [TensorType(tuple(v.shape), dtypes.as_dtype(v.dtype))]
 
     def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
-        value = layer.attrs["value"]
-        if value.dtype == dtypes.float8_e4m3.numpy and ctx.xp is not np:
-            # CuPy has no FP8 dtype: FP8 travels as its bit patterns (see ops/quantize.py)
-            return [ctx.xp.asarray(value.view(np.uint8))]
-        return [ctx.constant(layer)]
+        return [ctx.constant(layer)]  # on CuPy, FP8 as its bit patterns (see ops/quantize.py)
 
     def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         return [b.constant(layer.attrs["value"], layer)]

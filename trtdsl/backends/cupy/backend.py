@@ -18,6 +18,9 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from ... import dtypes
 from ...errors import ExecutionError
 from ..interpreter import RunContext
 from .device import cupy_module as _cupy
@@ -49,7 +52,10 @@ class CupyContext(RunContext):
         """Constants are uploaded once per layer and kept while the layer lives."""
         dev = _DEVICE_CONSTANTS.get(layer)
         if dev is None:
-            dev = _DEVICE_CONSTANTS[layer] = self.xp.asarray(layer.attrs["value"])
+            value = layer.attrs["value"]
+            if value.dtype == dtypes.float8_e4m3.numpy:
+                value = value.view(np.uint8)  # CuPy has no FP8: its bit patterns (ops/quantize)
+            dev = _DEVICE_CONSTANTS[layer] = self.xp.asarray(value)
         return dev
 
     def erf(self, x: Any) -> Any:
