@@ -20,8 +20,8 @@ from mpi4py import MPI
 
 import trtdsl as td
 from trtdsl.backends import nccl
-from trtdsl.backends.nccl.adapter import unique_id_from_bytes
 from trtdsl.backends.cupy import NcclWorld
+from trtdsl.backends.nccl.adapter import unique_id_from_bytes
 
 COLLS = ("all_reduce", "broadcast", "reduce", "all_gather", "reduce_scatter", "all_to_all",
          "gather", "scatter")  # fmt: skip
