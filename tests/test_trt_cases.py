@@ -226,9 +226,10 @@ def _attention_case(dtype: str, **kw: Any) -> Callable[..., Any]:
         rank4 = kw.get("rank4", False)
         lead = (2, 3) if rank4 else (3,)
         s_q, s_k = kw.get("s_q", 6), kw.get("s_k", 6)
-        q = net.input("q", lead + (s_q, 8), dtype)
-        k = net.input("k", lead + (s_k, 8), dtype)
-        v = net.input("v", lead + (s_k, kw.get("d_v", 8)), dtype)
+        d = kw.get("d", 8)
+        q = net.input("q", lead + (s_q, d), dtype)
+        k = net.input("k", lead + (s_k, d), dtype)
+        v = net.input("v", lead + (s_k, kw.get("d_v", d)), dtype)
         mask = kw.get("mask")
         if mask == "bool":
             mask = rng.random((s_q, s_k)) < 0.7
@@ -263,6 +264,18 @@ for _dt in ("float32", "float16"):
         ("value_head_dim", {"d_v": 4}),
     ):
         CASES.append(Case(f"attention_{_label}_{_dt}", _attention_case(_dt, **_kw), _tol, _tol))
+
+# the log-sum-exp variant the flash-attention plugin computes (fp16/bf16, head_dim 32, no mask)
+for _dt, _tol in (("float16", 2e-2), ("bfloat16", 6e-2)):
+    for _label, _kw in (
+        ("full", {"lse": True, "d": 32}),
+        ("full_4d", {"lse": True, "d": 32, "rank4": True}),
+        ("causal_offsets", {"lse": True, "d": 32, "causal": True, "s_q": 5, "q_offset": 4}),
+        ("causal_4d", {"lse": True, "d": 32, "rank4": True, "causal": True}),
+    ):
+        CASES.append(
+            Case(f"attention_plugin_{_label}_{_dt}", _attention_case(_dt, **_kw), _tol, _tol)
+        )
 
 
 # --- data movement -------------------------------------------------------------------------
