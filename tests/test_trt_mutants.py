@@ -163,6 +163,10 @@ class _Identity(OpDef):
     def lower(self, layer: Any, inputs: list, b: Any) -> Any:
         if self.name == "passthrough":
             return inputs
+        if self.name == "nothing":
+            return []
+        if self.name == "none":
+            return [None]
         return (b.out(b.network.add_identity(t), layer) for t in inputs)
 
 
@@ -206,3 +210,46 @@ def test_a_builder_that_makes_no_network_is_a_lowering_error() -> None:
     net.output(net.input("x", (2,)).relu(), "y")
     with pytest.raises(LoweringError, match="could not create a network definition"):
         lower_network(net, TRT, builder=NoNetwork())
+
+
+@pytest.mark.parametrize("kind", ["nothing", "none"])
+def test_a_lowering_with_too_few_or_none_outputs_is_a_lowering_error(kind: str) -> None:
+    net = td.Network("bad")
+    (y,) = net.add_layer(_Identity(kind), (net.input("x", (2,)),), {}, name="odd")
+    net.output(y, "y")
+    with pytest.raises(LoweringError, match=f"layer 'odd': op '{kind}' lowered to"):
+        lower_network(net, TRT)
+
+
+def test_expand_rank_refuses_to_shrink() -> None:
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    _, _, ctx = lower_network(net, TRT)
+    ctx.layer = net.layers[0]
+    t = ctx.tensors[id(x)]
+    assert ctx.expand_rank(t, 2, 2) is t
+    with pytest.raises(LoweringError, match="cannot expand rank 3 to 2"):
+        ctx.expand_rank(t, 3, 2)
+
+
+def test_expand_rank_and_dims_of_a_tensor_whose_shape_the_lowering_does_not_know() -> None:
+    """A tensor made inside an op's lowering has no recorded shape: expand_rank then builds
+    the target dims at run time (shape layer, gathers, concatenation); all-static dims are
+    one int64 constant."""
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    _, network, ctx = lower_network(net, TRT)
+    ctx.layer = net.layers[0]
+    t = network.add_identity(ctx.tensors[id(x)]).get_output(0)
+    assert ctx.shape_of(t) is None
+    e = ctx.expand_rank(t, 2, 4)
+    assert ctx.shape_of(e) == (1, 1, None, None)
+    d = ctx._dims_tensor(t, (4, 5))
+    assert ctx.shape_of(d) == (2,)
+    for name, tensor in (("e", e), ("d", d)):
+        tensor.name = name
+        network.mark_output(tensor)
+    feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    out = run_network(network, feeds)
+    np.testing.assert_array_equal(out["e"], feeds["x"].reshape(1, 1, 2, 3))
+    np.testing.assert_array_equal(out["d"], np.array([4, 5], np.int64))
