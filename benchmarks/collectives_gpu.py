@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -148,4 +149,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except Exception:  # say what broke before the abort hook ends the job
+        import traceback
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        raise

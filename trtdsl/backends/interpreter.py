@@ -88,9 +88,17 @@ def check_feeds(network: Any, feeds: Mapping[str, Any], asarray: Any) -> dict[st
     return out
 
 
+def _storage_dtype(ctx: RunContext, dtype: Any) -> Any:
+    """The array dtype a backend holds ``dtype`` in: FP8 as its uint8 bit patterns off NumPy
+    (CuPy has no FP8 dtype; see ops/quantize.py)."""
+    if ctx.xp is not np and dtype.name == "float8_e4m3":
+        return np.dtype(np.uint8)
+    return dtype.numpy
+
+
 def _check_output(ctx: RunContext, layer: Layer, i: int, value: Any, ty: TensorType) -> None:
     if (
-        value.dtype != ty.dtype.numpy
+        value.dtype != _storage_dtype(ctx, ty.dtype)
         or value.ndim != ty.rank
         or any(d is not None and d != a for d, a in zip(ty.shape, value.shape))
     ):
