@@ -253,3 +253,71 @@ def test_expand_rank_and_dims_of_a_tensor_whose_shape_the_lowering_does_not_know
     out = run_network(network, feeds)
     np.testing.assert_array_equal(out["e"], feeds["x"].reshape(1, 1, 2, 3))
     np.testing.assert_array_equal(out["d"], np.array([4, 5], np.int64))
+
+
+def test_a_lowering_error_raised_by_an_op_passes_through_unwrapped() -> None:
+    class Refuses(_Identity):
+        def lower(self, layer: Any, inputs: list, b: Any) -> Any:
+            raise LoweringError("refused on purpose")
+
+    net = td.Network("n")
+    (y,) = net.add_layer(Refuses("refuses"), (net.input("x", (2,)),), {}, name="r")
+    net.output(y, "y")
+    with pytest.raises(LoweringError) as info:
+        lower_network(net, TRT)
+    assert str(info.value) == "refused on purpose"
+
+
+def test_explain_matches_whole_names_and_lists_longest_first() -> None:
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    net.output(x.relu(name="act").sigmoid(name="act_long"), "y")
+    _, _, ctx = lower_network(net, TRT)
+    assert "trtdsl layer 'act'" in ctx.explain("b act failed")
+    for text in ("react: bad", "x_act: bad", "act_x: bad", "a/act: bad", "actx"):
+        assert "-> trtdsl layer 'act'" not in ctx.explain(text), text
+    both = ctx.explain("act and act_long")
+    assert both.index("'act_long'") < both.index("'act'")
+
+
+def test_unrooted_collectives_pass_root_minus_one() -> None:
+    from trtdsl.ops.collective import CollectiveSpec
+
+    ctx = LoweringContext(TRT, None)
+    group = (0, 1, 2, 3)
+    assert ctx.collective_root(CollectiveSpec("all_reduce", "sum", None, group, (group,))) == -1
+    assert ctx.collective_root(CollectiveSpec("broadcast", None, 2, (3, 1, 0), ((3, 1, 0),))) == 0
+
+
+def test_remembered_shapes_of_expand_rank_and_reshape() -> None:
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    _, _, ctx = lower_network(net, TRT)
+    ctx.layer = net.layers[0]
+    t = ctx.tensors[id(x)]
+    assert ctx.shape_of(ctx.expand_rank(t, 2, 4)) == (1, 1, 2, 3)
+    assert ctx.shape_of(ctx.reshape(t, (0, -1), None, "r0")) == (2, None)
+    assert ctx.shape_of(ctx.reshape(t, (0, 0, 1), None, "r1")) == (2, 3, 1)
+    assert ctx.shape_of(ctx.reshape(t, (3, 0, 0), None, "r2")) == (3, 3, None)
+
+
+def test_a_slice_of_all_dynamic_sizes_takes_them_at_run_time() -> None:
+    net = td.Network("n")
+    x = net.input("x", (None, None))
+    _, network, ctx = lower_network(net, TRT)
+    ctx.layer = net.layers[0]
+    s = ctx.slice(ctx.tensors[id(x)], (0, 0), (None, None), (1, 1), None, "all")
+    s.name = "s"
+    network.mark_output(s)
+    feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    np.testing.assert_array_equal(run_network(network, feeds)["s"], feeds["x"])
+
+
+def test_only_inputs_and_repeated_tensors_get_an_output_identity() -> None:
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    net.output(x.relu(name="r"), "y")
+    net.output(x, "x_again")
+    _, network, _ = lower_network(net, TRT)
+    names = layer_names(network)
+    assert "output/x_again" in names and "output/y" not in names, names
