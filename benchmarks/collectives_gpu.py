@@ -76,7 +76,8 @@ def main() -> int:
             net = td.Network(coll, world=world)
             t = net.input("x", (elems,))
             kw = {"root": 0} if coll in ("broadcast", "reduce", "gather", "scatter") else {}
-            y = getattr(t, coll)(**kw)
+            method = {"reduce": "reduce_to", "gather": "gather_to"}.get(coll, coll)
+            y = getattr(t, method)(**kw)
             net.output(y, "y")
             sess = net.compile(backend="cupy", return_device=True)
             t_sess = timeit(lambda: sess.run({"x": x}), stream.synchronize, iters, mpi)
