@@ -321,3 +321,16 @@ def test_only_inputs_and_repeated_tensors_get_an_output_identity() -> None:
     _, network, _ = lower_network(net, TRT)
     names = layer_names(network)
     assert "output/x_again" in names and "output/y" not in names, names
+
+
+# --- enums ---------------------------------------------------------------------------------
+def test_dtype_names_both_ways() -> None:
+    from trtdsl.backends.tensorrt import enums
+
+    assert enums.dtype_name(td.bfloat16) == "BF16"
+    assert enums.dtype_name("int32") == "INT32"
+    assert enums.dtype_from_trt(TRT.DataType.HALF) == "float16"
+    assert enums.dtype_from_trt("tensorrt.DataType.HALF") == "float16"  # str() fallback
+    assert enums.dtype_from_trt("INT64") == "int64"
+    with pytest.raises(LoweringError, match=r"tensorrt.DataType.FP4 has no trtdsl dtype"):
+        enums.dtype_from_trt(TRT.DataType.FP4)
