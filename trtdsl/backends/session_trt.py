@@ -45,7 +45,8 @@ class TensorRTSession(Session):
         if world is not None and world.size > 1:
             agree_once(network)  # a mismatch fails here, not in NCCL
             if comm_needed or getattr(world, "comm", None) is not None:
-                select_device(world.rank)
+                local = getattr(world, "local_rank", None)  # the GPU of this node's rank
+                select_device(world.rank if local is None else local)
         plan = build_engine(network, **build_options)
         try:
             if comm_needed:

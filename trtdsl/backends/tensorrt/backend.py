@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ExecutionError
+from ...worlds import StaticWorld, ThreadWorld
 from ..interpreter import check_feeds
 from .build import validate_options
 from .module import import_tensorrt
@@ -52,10 +53,11 @@ def run(net: Any, feeds: Mapping[str, Any], **build_options: Any) -> dict[str, n
             build_options["profiles"] = {n: list(s) for n, s in dynamic.items()}
     validate_options(net, **build_options)
     world = net.world
-    if needs_communicator(net) and getattr(world, "comm", None) is None:
+    if needs_communicator(net) and isinstance(world, (StaticWorld, ThreadWorld)):
         raise ExecutionError(
             f"network '{net.name}' has collectives over {world.size} ranks: the tensorrt "
-            "backend needs one process per rank (mpiexec -n N, world=td.MPIWorld()); "
+            "backend needs one process per rank (mpiexec -n N, torchrun, srun: "
+            "world=td.world_from_env()); "
             f"{type(world).__name__} cannot host NCCL communicators"
         )
     with TensorRTSession(net, trt=trt, **build_options) as session:
