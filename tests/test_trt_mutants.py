@@ -334,3 +334,35 @@ def test_dtype_names_both_ways() -> None:
     assert enums.dtype_from_trt("INT64") == "int64"
     with pytest.raises(LoweringError, match=r"tensorrt.DataType.FP4 has no trtdsl dtype"):
         enums.dtype_from_trt(TRT.DataType.FP4)
+
+
+# --- ops' lower methods --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "feeds"),
+    [
+        ((None, 4), (4,), {"a": (3, 4), "b": (4,)}),  # matrix @ vector, dynamic rows
+        ((4,), (4, None), {"a": (4,), "b": (4, 5)}),  # vector @ matrix, dynamic columns
+        ((2, None, 4), (4,), {"a": (2, 3, 4), "b": (4,)}),
+    ],
+)
+def test_matmul_with_a_vector_and_dynamic_dims(a_shape: tuple, b_shape: tuple, feeds: dict) -> None:
+    net = td.Network("mv")
+    a, b = net.input("a", a_shape), net.input("b", b_shape)
+    net.output(a @ b, "y")
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.standard_normal(s).astype(np.float32) for k, s in feeds.items()}
+    got, want = emulate(net, arrays)["y"], net.run(arrays)["y"]
+    assert got.shape == want.shape == np.matmul(arrays["a"], arrays["b"]).shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_rms_norm_has_no_casts() -> None:
+    """Only 16-bit inputs are computed in float32 (x and scale cast in, the result out)."""
+    for dtype, casts in (("float32", 0), ("float16", 2), ("bfloat16", 2)):
+        net = td.Network("rms")
+        x = net.input("x", (2, 8), dtype)
+        net.output(x.rms_norm(np.ones(8, td.as_dtype(dtype).numpy), name="n"), "y")
+        _, network, _ = lower_network(net, TRT)
+        names = layer_names(network)
+        assert sum(n.endswith("_float32") for n in names) == casts, (dtype, names)
+        assert ("n/scaled" in names) == (casts > 0), names
