@@ -58,3 +58,34 @@ def test_run_kills_one_of_three_mutants_in_a_copy(tmp_path: Path) -> None:
     text = mutate.summary(results)
     assert "mutants: 3, killed: 1, survived: 2, kill rate: 33.3%" in text
     assert "mod.py:6 [compare]" in text
+
+
+def test_labels_select_the_mutants_an_earlier_log_lists(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_text(
+        "[1/3] killed   mod.py:2 [binop] Add -> Sub\n"
+        "[2/3] SURVIVED mod.py:6 [compare] Is -> IsNot\n"
+        "mutants: 3, killed: 1, survived: 2, kill rate: 33.3%\n"
+        "survivors:\n"
+        "  mod.py:6 [bool] True -> False\n"
+    )
+    labels = mutate.read_labels(log)
+    assert labels == {
+        "mod.py:2 [binop] Add -> Sub",
+        "mod.py:6 [compare] Is -> IsNot",
+        "mod.py:6 [bool] True -> False",
+    }
+    (tmp_path / "mod.py").write_text(MODULE)
+    (tmp_path / "test_mod.py").write_text(TEST)
+    only = {"mod.py:6 [bool] True -> False"}
+    results = mutate.run_mutants(
+        tmp_path,
+        [("mod.py", None)],
+        ["test_mod.py"],
+        jobs=1,
+        timeout=60,
+        package=None,
+        log=False,
+        labels=only,
+    )
+    assert [(r.mutant.kind, r.killed) for r in results] == [("bool", False)]

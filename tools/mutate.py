@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import queue
+import re
 import shlex
 import shutil
 import subprocess
@@ -401,7 +402,7 @@ def read_labels(path: Path) -> set[str]:
         for mark in ("SURVIVED ", "killed   "):
             if mark in text:
                 text = text.split(mark, 1)[1].strip()
-        if text.startswith(("trtdsl/", "tools/", "tests/")) or ":" in text.split(" ", 1)[0]:
+        if re.match(r"\S+:\d+ \[\w+\] ", text):  # path:line [kind] description
             out.add(text)
     return out
 
