@@ -343,6 +343,7 @@ def test_dtype_names_both_ways() -> None:
         ((None, 4), (4,), {"a": (3, 4), "b": (4,)}),  # matrix @ vector, dynamic rows
         ((4,), (4, None), {"a": (4,), "b": (4, 5)}),  # vector @ matrix, dynamic columns
         ((2, None, 4), (4,), {"a": (2, 3, 4), "b": (4,)}),
+        ((4,), (2, 4, None), {"a": (4,), "b": (2, 4, 5)}),  # vector @ batched matrices
     ],
 )
 def test_matmul_with_a_vector_and_dynamic_dims(a_shape: tuple, b_shape: tuple, feeds: dict) -> None:
@@ -366,3 +367,17 @@ def test_float32_rms_norm_has_no_casts() -> None:
         names = layer_names(network)
         assert sum(n.endswith("_float32") for n in names) == casts, (dtype, names)
         assert ("n/scaled" in names) == (casts > 0), names
+
+
+def test_plugin_helper_refuses_outside_a_layer_and_unknown_names() -> None:
+    from trtdsl.backends.tensorrt import plugins
+
+    net = td.Network("n")
+    x = net.input("x", (2, 3))
+    _, _, ctx = lower_network(net, TRT)
+    t = ctx.tensors[id(x)]
+    with pytest.raises(LoweringError, match="outside of a layer's lowering"):
+        ctx.plugin(plugins.FLASH_ATTENTION_LSE, [t, t, t])
+    ctx.layer = net.layers[0]
+    with pytest.raises(LoweringError, match="no trtdsl plugin named 'nope'"):
+        ctx.plugin("nope", [t])
