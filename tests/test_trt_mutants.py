@@ -11,6 +11,7 @@ import pytest
 from test_trt_cases import CASES
 
 import trtdsl as td
+from trtdsl import functional as F
 from trtdsl.backends.tensorrt import lower_network
 from trtdsl.backends.tensorrt.errors import LoweringError
 from trtdsl.backends.tensorrt.lowering import LoweringContext
@@ -381,3 +382,73 @@ def test_plugin_helper_refuses_outside_a_layer_and_unknown_names() -> None:
     ctx.layer = net.layers[0]
     with pytest.raises(LoweringError, match="no trtdsl plugin named 'nope'"):
         ctx.plugin("nope", [t])
+
+
+# --- attention: which TensorRT layers a case lowers to ----------------------------------------
+_ROUTES = [
+    # id, q, k, v (shapes; None dynamic), feeds' shapes, kwargs, IAttention?, causal-mask layer?
+    ("rank4", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None, {}, True, False),
+    ("rank3", (2, 4, 8), (2, 6, 8), (2, 6, 8), None, {}, True, False),
+    ("rank3_one_dynamic", (2, None, 8), (2, 6, 8), (2, 6, 8), (2, 3, 8), {}, True, False),
+    ("rank3_two_dynamic", (None, None, 8), (None, 6, 8), (None, 6, 8), (2, 3, 8), {}, False,
+     False),
+    ("rank4_two_dynamic", (None, 2, None, 8), (None, 2, 6, 8), (None, 2, 6, 8), (1, 2, 3, 8),
+     {}, True, False),
+    ("rank5", (1, 1, 2, 4, 8), (1, 1, 2, 4, 8), (1, 1, 2, 4, 8), None, {}, False, False),
+    ("lse", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None, {"return_lse": True}, False, False),
+    ("v_head_dim", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 16), None, {}, False, False),
+    ("causal_upper_left", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None, {"causal": True},
+     True, False),
+    ("causal_lower_right", (1, 2, 2, 8), (1, 2, 4, 8), (1, 2, 4, 8), None,
+     {"causal": True, "q_offset": 2}, True, False),
+    ("causal_offsets", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None,
+     {"causal": True, "q_offset": 1}, True, True),
+    ("mask_and_causal", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None,
+     {"causal": True, "mask": "bool"}, False, True),
+]  # fmt: skip
+
+
+def _concrete(shape: tuple, like: tuple | None) -> tuple:
+    """``shape`` with a dynamic dim taken from ``like`` (the q feed's shape) at that index."""
+    return tuple(like[i] if d is None else d for i, d in enumerate(shape))
+
+
+@pytest.mark.parametrize("route", _ROUTES, ids=[r[0] for r in _ROUTES])
+def test_attention_lowers_to_iattention_where_it_can(route: tuple) -> None:
+    name, qs, ks, vs, q_feed, kwargs, iattention, causal_mask = route
+    kwargs = dict(kwargs)
+    net = td.Network(f"attn_{name}")
+    q, k, v = net.input("q", qs), net.input("k", ks), net.input("v", vs)
+    rng = np.random.default_rng(1)
+    feeds = {
+        "q": rng.standard_normal(q_feed or qs).astype(np.float32),
+        "k": rng.standard_normal(_concrete(ks, q_feed)).astype(np.float32),
+        "v": rng.standard_normal(_concrete(vs, q_feed)).astype(np.float32),
+    }
+    if kwargs.pop("mask", None):
+        m = net.input("m", qs[:-1] + (ks[-2],), "bool")
+        kwargs["mask"] = m
+        feeds["m"] = rng.random(qs[:-1] + (ks[-2],)) < 0.7
+        feeds["m"][..., 0] = True
+    out = F.attention(q, k, v, name="attn", **kwargs)
+    if isinstance(out, tuple):
+        net.output(out[0], "y")
+        net.output(out[1], "lse")
+    else:
+        net.output(out, "y")
+    _, network, _ = lower_network(net, TRT)
+    names = layer_names(network)
+    assert ("attn/scale_q" in names) == iattention, names
+    assert ("attn/scores" in names) == (not iattention), names
+    assert ("attn/causal_mask" in names) == causal_mask, names
+    got, want = emulate(net, feeds), net.run(feeds)
+    for key, w in want.items():
+        np.testing.assert_allclose(got[key], w, rtol=2e-5, atol=2e-5, err_msg=key)
+
+
+def test_causal_attention_whose_queries_see_no_key_is_refused_when_lowered() -> None:
+    net = td.Network("blind")
+    q, k = net.input("q", (1, 2, 4, 8)), net.input("k", (1, 2, 4, 8))
+    net.output(F.attention(q, k, k, causal=True, k_offset=2, name="attn"), "y")
+    with pytest.raises(td.TrtDslError, match="see no key"):
+        lower_network(net, TRT)
