@@ -400,7 +400,7 @@ _ROUTES = [
     ("causal_upper_left", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None, {"causal": True},
      True, False),
     ("causal_lower_right", (1, 2, 2, 8), (1, 2, 4, 8), (1, 2, 4, 8), None,
-     {"causal": True, "q_offset": 2}, True, False),
+     {"causal": True, "q_offset": 3, "k_offset": 1}, True, False),
     ("causal_offsets", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None,
      {"causal": True, "q_offset": 1}, True, True),
     ("mask_and_causal", (1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8), None,
