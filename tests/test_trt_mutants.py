@@ -452,3 +452,11 @@ def test_causal_attention_whose_queries_see_no_key_is_refused_when_lowered() -> 
     net.output(F.attention(q, k, k, causal=True, k_offset=2, name="attn"), "y")
     with pytest.raises(td.TrtDslError, match="see no key"):
         lower_network(net, TRT)
+
+
+def test_causal_attention_with_offsets_and_dynamic_seq_is_refused_when_lowered() -> None:
+    net = td.Network("dyn")
+    q, k = net.input("q", (1, 2, None, 8)), net.input("k", (1, 2, 4, 8))
+    net.output(F.attention(q, k, k, causal=True, q_offset=1, name="attn"), "y")
+    with pytest.raises(td.TrtDslError, match="needs static seq"):
+        lower_network(net, TRT)
