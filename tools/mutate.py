@@ -50,14 +50,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: (file, function filter): None mutates the whole file, else only functions of that name.
+#: Every module of trtdsl/ops that defines a ``lower`` method is a target (new ops included).
 DEFAULT_TARGETS: list[tuple[str, str | None]] = [
     ("trtdsl/backends/tensorrt/lowering.py", None),
     ("trtdsl/backends/tensorrt/enums.py", None),
-    ("trtdsl/ops/elementwise.py", "lower"),
-    ("trtdsl/ops/linalg.py", "lower"),
-    ("trtdsl/ops/shape_ops.py", "lower"),
-    ("trtdsl/ops/indexing.py", "lower"),
-    ("trtdsl/ops/collective.py", "lower"),
+] + [
+    (f"trtdsl/ops/{path.name}", "lower")
+    for path in sorted((ROOT / "trtdsl" / "ops").glob("*.py"))
+    if path.name != "base.py" and "def lower(" in path.read_text()  # base: the protocol
 ]
 DEFAULT_TESTS = [
     "tests/test_trt_emulator_lowering.py",
