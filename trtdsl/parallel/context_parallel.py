@@ -213,17 +213,14 @@ class RingAttention(ContextParallelAttention):
         kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
         # Query pieces: the rank's segments, cut further into q_chunk rows; each piece keeps a
         # running (out, lse) and knows its global start.
-        pieces: list[tuple[int, int, int]] = []  # (local start, global start, length)
-        for local0, (start, length) in zip(
-            np.cumsum([0] + [c for _, c in self.segments(idx, n, s)]), self.segments(idx, n, s)
-        ):
+        pieces: list[tuple[int, int]] = []  # (global start, length), in local order
+        for start, length in self.segments(idx, n, s):
             step = length if self.q_chunk is None else max(1, min(int(self.q_chunk), length))
-            for o in range(0, length, step):
-                pieces.append((int(local0) + o, start + o, min(step, length - o)))
+            pieces += [(start + o, min(step, length - o)) for o in range(0, length, step)]
         qs = (
             [q]
             if len(pieces) == 1
-            else F.split(q, [p[2] for p in pieces], axis=1, name=self._n("q_chunks"))
+            else F.split(q, [ql for _, ql in pieces], axis=1, name=self._n("q_chunks"))
         )
         state: list[tuple[Tensor, Tensor] | None] = [None] * len(pieces)
         unused: list[Tensor] = []
@@ -234,7 +231,7 @@ class RingAttention(ContextParallelAttention):
             ksegs = self.segments(t, n, s)
             work = [
                 (ci, kj)
-                for ci, (_, q0, ql) in enumerate(pieces)
+                for ci, (q0, ql) in enumerate(pieces)
                 for kj, (k0, _) in enumerate(ksegs)
                 if not (self.causal and k0 > q0 + ql - 1)  # no key visible: skip the pair
             ]
@@ -248,7 +245,7 @@ class RingAttention(ContextParallelAttention):
             else:
                 kparts, vparts = [kt], [vt]
             for ci, kj in work:
-                _, q0, ql = pieces[ci]
+                q0 = pieces[ci][0]
                 k0, kl = ksegs[kj]
                 masked = self.causal and k0 + kl - 1 > q0  # some key after some query
                 tag = (
