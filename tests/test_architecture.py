@@ -20,7 +20,7 @@ PKG = Path(td.__file__).resolve().parent
 
 #: Layers, lowest first: a module may import from its own layer and the ones before it.
 LAYERS = [
-    ("trtdsl.dtypes", "trtdsl.errors"),
+    ("trtdsl.dtypes", "trtdsl.errors", "trtdsl.atomic_file"),
     ("trtdsl.ir",),
     ("trtdsl.ops",),
     ("trtdsl.tensor", "trtdsl.functional", "trtdsl.network"),

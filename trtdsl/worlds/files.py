@@ -19,19 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic_file import write_atomically
 from .rendezvous import RendezvousError
 from .wire import HEADER, ChannelWorld, WireError, WrongTokenError, body_length, pack, unpack
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the whole file or none: a temporary
-    file in the same directory, flushed, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_file_message(path: Path, token: str) -> dict | None:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ... import dtypes
+from ...atomic_file import write_atomically
 from ...ir import TensorType
 from .errors import BuildError, BuildOptionError
 from .lowering import lower_network
@@ -324,19 +324,6 @@ def cache_file(cache_dir: Path, net: Any, key: str) -> Path:
     return cache_dir / f"{safe}{rank}.{key}.engine"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 #: Plans built (or loaded) in this process, by cache key; the oldest go first.
 _MEMORY_CACHE: OrderedDict[str, bytes] = OrderedDict()
 _MEMORY_CACHE_SIZE = 16
@@ -470,7 +457,8 @@ def build_plan(trt: Any, net: Any, options: BuildOptions) -> bytes:
         raise BuildError(f"TensorRT could not build network '{net.name}':\n  {errors}")
     data = bytes(plan)
     if options.timing_cache is not None:
-        _write_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+        options.timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(options.timing_cache, bytes(config.get_timing_cache().serialize()))
     del ctx, keep  # the weights and profiles lived until here
     return data
 
@@ -510,6 +498,7 @@ def build_engine(
     else:
         plan = build_plan(trt, net, options)
         if path is not None:
-            _write_atomic(path, plan)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, plan)
     _remember(key, plan)
     return plan
