@@ -272,7 +272,8 @@ def test_sequence_layouts_round_trip_and_errors():
             np.testing.assert_array_equal(P.unshard(chunks, axis=1, layout=layout), x)
     assert P.shard_sequence(np.arange(8), 0, 2, layout="zigzag").tolist() == [0, 1, 6, 7]
     assert P.sequence_segments(2, 3, 12, "zigzag") == [(4, 2), (6, 2)]
-    with pytest.raises(td.DefinitionError, match="sequence of 6 evenly over 2 ranks .zigzag: 4 chunks"):
+    zigzag_4 = "sequence of 6 evenly over 2 ranks .zigzag: 4 chunks"
+    with pytest.raises(td.DefinitionError, match=zigzag_4):
         P.shard_sequence(np.arange(6), 0, 2, layout="zigzag")
     with pytest.raises(td.DefinitionError, match="unknown sequence layout"):
         P.shard_sequence(np.arange(6), 0, 2, layout="diagonal")

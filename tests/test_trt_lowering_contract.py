@@ -300,11 +300,7 @@ def test_every_op_has_a_lowering_and_every_variant_is_exercised(trt, monkeypatch
     assert set(REDUCE_KINDS) <= kinds("reduce")
     assert {"layer", "rms"} <= kinds("normalization")
     assert {d.name for d in map(td.as_dtype, DTYPES)} <= {d.name for d in kinds("cast", "dtype")}
-    pairs = {
-        (layer.spec.op, layer.spec.reduce)
-        for layer in seen
-        if layer.op.name == "collective"
-    }
+    pairs = {(layer.spec.op, layer.spec.reduce) for layer in seen if layer.op.name == "collective"}
     want = {(op, r) for op in COLLECTIVE_OPS for r in (REDUCE_OPS if op in REDUCING else (None,))}
     assert want <= pairs, sorted(want - pairs)
     matmuls = {
