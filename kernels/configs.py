@@ -70,6 +70,30 @@ def attention_config(head_dim: int, dtype: str, causal: bool) -> AttentionConfig
     return ATTENTION_CONFIGS[(head_dim, dtype, bool(causal))]
 
 
+#: The stride arguments of both attention entry points, in order.
+ATTENTION_STRIDES = (
+    "stride_qb", "stride_qm", "stride_kb", "stride_kn",
+    "stride_vb", "stride_vn", "stride_ob", "stride_om",
+)  # fmt: skip
+
+
+def _attention_kernel_spec(
+    fn_name: str, sig: dict, cfg: AttentionConfig, head_dim: int, causal: bool
+) -> KernelSpec:
+    """The spec of an attention entry point with runtime signature ``sig`` (the constexprs,
+    compile options and divisibility hints are common to both)."""
+    consts = {"HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
+    consts["CAUSAL"] = bool(causal)
+    sig.update({k: "constexpr" for k in consts})
+    return KernelSpec(
+        fn_name=fn_name,
+        signature=sig,
+        constexprs=consts,
+        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
+        divisible=("Q", "K", "V", "O", "LSE") + ATTENTION_STRIDES,
+    )
+
+
 def attention_spec(
     head_dim: int, dtype: str, causal: bool, config: AttentionConfig | None = None
 ) -> KernelSpec:
@@ -77,21 +101,10 @@ def attention_spec(
     cfg = config or attention_config(head_dim, dtype, causal)
     ty = TRITON_DTYPE[dtype]
     sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{ty}", "LSE": "*fp32"}
-    strides = ("stride_qb", "stride_qm", "stride_kb", "stride_kn")
-    strides += ("stride_vb", "stride_vn", "stride_ob", "stride_om")
-    sig.update({s: "i64" for s in strides})
+    sig.update({s: "i64" for s in ATTENTION_STRIDES})
     sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
     sig.update({"qk_scale": "fp32", "write_lse": "i32"})
-    consts = {"HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
-    consts["CAUSAL"] = bool(causal)
-    sig.update({k: "constexpr" for k in consts})
-    return KernelSpec(
-        fn_name="attention_fwd",
-        signature=sig,
-        constexprs=consts,
-        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
-        divisible=("Q", "K", "V", "O", "LSE") + strides,
-    )
+    return _attention_kernel_spec("attention_fwd", sig, cfg, head_dim, causal)
 
 
 def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
@@ -99,23 +112,12 @@ def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
     outputs), with the table's config for ``attention_fwd``."""
     cfg = attention_config(head_dim, dtype, causal)
     ty = TRITON_DTYPE[dtype]
-    strides = ("stride_qb", "stride_qm", "stride_kb", "stride_kn")
-    strides += ("stride_vb", "stride_vn", "stride_ob", "stride_om")
     sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}"}
-    sig.update({s: "i32" for s in strides})
+    sig.update({s: "i32" for s in ATTENTION_STRIDES})
     for s in ("seq_q", "seq_k", "q_offset", "k_offset", "qk_scale_bits", "write_lse"):
         sig[s] = "i32"
     sig.update({"O": f"*{ty}", "LSE": "*fp32"})
-    consts = {"HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
-    consts["CAUSAL"] = bool(causal)
-    sig.update({k: "constexpr" for k in consts})
-    return KernelSpec(
-        fn_name="attention_fwd_qdp",
-        signature=sig,
-        constexprs=consts,
-        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
-        divisible=("Q", "K", "V", "O", "LSE") + strides,
-    )
+    return _attention_kernel_spec("attention_fwd_qdp", sig, cfg, head_dim, causal)
 
 
 def merge_spec(head_dim: int, dtype: str) -> KernelSpec:
