@@ -2,7 +2,10 @@
 
 Run with one process per GPU: ``mpirun -np 2 python3 gpu/check_dsl_collectives.py``.
 Each rank regenerates every rank's input from a shared seed, so the reference needs no
-communication. Prints ``DSL COLLECTIVES: N passed, M failed``; exits non-zero on failure.
+communication. Every case runs once through ``net.run`` and three times (new data each time)
+through a compiled session, whose later calls take the unchecked fast path; undefined outputs
+(reduce/gather off the root) must be poisoned in both.
+Prints ``DSL COLLECTIVES: N passed, M failed``; exits non-zero on failure.
 """
 
 from __future__ import annotations
@@ -72,6 +75,19 @@ def expected(
     raise ValueError(op)
 
 
+def agrees(got: np.ndarray, want: np.ndarray | None, dtype: str) -> bool:
+    """``got`` equals ``want``; an undefined output (``want`` None) must be poisoned."""
+    if want is None:  # NaN for floats, the type's minimum for ints
+        if dtype.startswith("int"):
+            return bool((got == np.iinfo(dtype).min).all())
+        return bool(np.isnan(got.astype(np.float64)).all())
+    if dtype == "float16":
+        return np.allclose(got.astype(np.float64), want, rtol=5e-3, atol=5e-3)
+    if dtype == "float32":
+        return np.allclose(got, want, rtol=1e-5, atol=1e-5)
+    return np.array_equal(got.astype(np.float64), want.astype(dtype).astype(np.float64))
+
+
 def main() -> int:
     world = NcclWorld()
     size, rank = world.size, world.rank
@@ -99,17 +115,16 @@ def main() -> int:
                 x = net.input("x", shape, dtype)
                 net.output(x.collective(op, reduce=reduce, root=root, groups=groups), "y")
                 got = net.run({"x": xs[rank]}, backend="cupy")["y"]
-                want = expected(op, reduce, root or 0, group, xs, rank, dtype)
-                if want is None:
-                    ok = True  # undefined output: only its shape matters
-                elif dtype == "float16":
-                    ok = np.allclose(got.astype(np.float64), want, rtol=5e-3, atol=5e-3)
-                elif dtype == "float32":
-                    ok = np.allclose(got, want, rtol=1e-5, atol=1e-5)
-                else:
-                    ok = np.array_equal(
-                        got.astype(np.float64), want.astype(dtype).astype(np.float64)
-                    )
+                ok = agrees(got, expected(op, reduce, root or 0, group, xs, rank, dtype), dtype)
+                # a compiled session: calls 2 and 3 take the fast path (no checks, bound NCCL
+                # calls, one reused poisoned buffer off the root); new data every call
+                with net.compile(backend="cupy", return_device=case % 2 == 0) as sess:
+                    for k in range(3):
+                        xk = inputs(case * 7 + k + 1, size, shape, dtype)
+                        out = sess.run({"x": xk[rank]})["y"]
+                        out = out.get() if hasattr(out, "get") else out
+                        want = expected(op, reduce, root or 0, group, xk, rank, dtype)
+                        ok = ok and agrees(out, want, dtype)
                 oks = world.comm.allgather(bool(ok))
                 if all(oks):
                     passed += 1

@@ -267,3 +267,65 @@ def test_missing_nccl4py_is_a_clear_error(monkeypatch):
             nccl.load()
     finally:
         adapter._MODULES = old
+
+
+# --- prepared collectives (the sessions' per-call path) -----------------------------------------
+PREPARED_CASES = [  # (op, dtype, reduce, root, count) -> the C call nccl.h documents
+    ("all_reduce", ml_dtypes.bfloat16, "avg", None, 5, ("all_reduce", 0x1000, 0x2000, 5, 9, 4)),
+    ("broadcast", np.float32, None, 2, 5, ("broadcast", 0x1000, 0x2000, 5, 7, 2)),
+    ("reduce", np.float16, "max", 0, 5, ("reduce", 0x1000, 0x2000, 5, 6, 2, 0)),
+    ("all_gather", np.int32, None, None, 4, ("all_gather", 0x1000, 0x2000, 4, 2)),
+    ("reduce_scatter", np.float64, "prod", None, 4, ("reduce_scatter", 0x1000, 0x2000, 4, 8, 1)),
+    ("all_to_all", np.int8, None, None, 4, ("allto_all", 0x1000, 0x2000, 4, 0)),
+    ("gather", np.uint8, None, 1, 4, ("gather", 0x1000, 0x2000, 4, 1, 1)),
+    ("scatter", np.int64, None, 1, 4, ("scatter", 0x1000, 0x2000, 4, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("op, dtype, red, root, n, want", PREPARED_CASES)
+def test_prepared_collective_makes_the_same_c_call(fake, op, dtype, red, root, n, want):
+    c = _comm(3, 1)
+    call = c.prepare(op, dtype, reduce=red, root=root)
+    call(0x1000, 0x2000, n, 77)
+    call(0x1000, 0x2000, n, 78)  # reusable: one C call per Python call
+    assert fake.calls[1:] == [(*want, c.ptr, 77), (*want, c.ptr, 78)]
+
+
+def test_prepared_collective_on_old_nccl_uses_grouped_send_recv(monkeypatch):
+    f = FakeN4P(version=22703)
+    old = nccl.use_modules(f.core, f.bindings)
+    try:
+        c = _comm(2, 0)
+        c.prepare("gather", np.float32, root=0)(0x1000, 0x2000, 2, 5)
+        names = [x[0] for x in f.calls[1:]]
+        assert "gather" not in names and names.count("recv") == 2 and names[0] == "group_start"
+    finally:
+        adapter._MODULES = old
+
+
+def test_prepared_collective_argument_errors(fake):
+    c = _comm(3, 1)
+    with pytest.raises(ValueError, match="unknown collective"):
+        c.prepare("all_sum", np.float32)
+    with pytest.raises(ValueError, match=r"root in \[0, 3\)"):
+        c.prepare("broadcast", np.float32, root=3)
+    with pytest.raises(ValueError, match="needs a root"):
+        c.prepare("gather", np.float32)
+    with pytest.raises(ValueError, match="needs a reduce op"):
+        c.prepare("all_reduce", np.float32)
+    with pytest.raises(ValueError, match="no data type"):
+        c.prepare("all_gather", np.complex64)
+    c.close()
+    with pytest.raises(nccl.NcclError, match="closed"):
+        c.prepare("all_gather", np.float32)
+
+
+def test_prepared_collective_wraps_binding_errors(fake):
+    def boom(*a):
+        raise RuntimeError("unhandled cuda error")
+
+    fake.bindings.all_gather = boom
+    call = _comm(3, 1).prepare("all_gather", np.float32)
+    with pytest.raises(nccl.NcclError, match="ncclAllGather failed: RuntimeError") as e:
+        call(1, 2, 3, 0)
+    assert e.value.function == "ncclAllGather"

@@ -3,9 +3,13 @@ optionally the whole rank's network as one CUDA graph.
 
 Made once: constants on the device (the backend's per-layer cache), one NCCL communicator per
 group partition (the world's, made once), and per collective layer a bound call with its
-NCCL codes. Per call, a known input signature runs with no feed re-validation, no per-layer
-output checks and no exchange before NCCL; a new signature runs checked (each collective agrees
-over the world first, with the usual mismatch report).
+NCCL codes (:class:`~.cupy.world.BoundCollective`: one call into nccl4py's bindings with int
+pointers). Per call, a known input signature runs with no feed re-validation, no per-layer
+output checks and no exchange before NCCL, on the caller's current stream (no events) unless a
+``stream`` is given; a new signature runs checked (each collective agrees over the world first,
+with the usual mismatch report). Off the root, reduce and gather outputs (which NCCL leaves
+unwritten) are one poisoned buffer per layer and shape, made once and returned on every call:
+with ``return_device=True`` treat them as read-only.
 
 ``cuda_graph=True`` (static input shapes only): the first call runs eagerly (checked), then the
 network is captured once on the session's stream into a CUDA graph (NCCL calls included) from
@@ -20,9 +24,11 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..worlds import agree_on_collective
-from .cupy.world import run_collective
+from .cupy.world import BoundCollective
 from .session import Session, agree_once, validate_check
 
+#: cudaMemcpyKind cudaMemcpyDeviceToDevice
+_DEVICE_TO_DEVICE = 3
 OPTIONS = ("check", "cuda_graph", "return_device", "stream")
 
 
@@ -50,17 +56,32 @@ def validate_cupy_options(network: Any, options: Mapping[str, Any]) -> dict[str,
     return opts
 
 
+def _device_copy(cp: Any, dst: Any, src: Any) -> None:
+    """``dst[...] = src`` on the current stream; one async memcpy when both are contiguous."""
+    if dst.flags.c_contiguous and src.flags.c_contiguous:
+        ptr = cp.cuda.get_current_stream().ptr
+        cp.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes, _DEVICE_TO_DEVICE, ptr)
+    else:
+        dst[...] = src
+
+
 class _Collectives:
-    """NCCL calls bound per collective layer (communicator, codes), made once."""
+    """Per collective layer, its NCCL call bound once (communicator, codes, root); groups of
+    one rank copy. Off-root outputs of reduce/gather are one poisoned buffer per shape."""
 
     def __init__(self, session: CupySession) -> None:
-        self.session = session
-        self.bound: dict[int, tuple] = {}
+        self.bound: dict[int, Any] = {}
         world = session.network.world
         for layer in session.network.collectives:  # layer order: the same on every rank
             spec = layer.spec
-            comm = world.communicator(spec) if spec.n > 1 else None
-            self.bound[id(layer)] = (spec, comm)
+            if spec.n == 1:
+                self.bound[id(layer)] = None
+                continue
+            comm = world.communicator(spec)
+            dtype = layer.inputs[0].type.dtype.numpy
+            self.bound[id(layer)] = BoundCollective(
+                session.cp, comm, spec, dtype, reuse_undefined=True
+            )
 
 
 class CupySession(Session):
@@ -96,6 +117,11 @@ class CupySession(Session):
         self._static_out: dict[str, Any] = {}
         self._collectives = _Collectives(self)
         self._checking = True
+        self._ctx: Any = None
+        self._events = (
+            cp.cuda.Event(block=False, disable_timing=True),
+            cp.cuda.Event(block=False, disable_timing=True),
+        )
         for layer, *_ in self.program.steps:  # constants to the device now, once
             if layer.op.name == "constant":
                 CupyContext.constant(self._bare_ctx({}), layer)
@@ -115,29 +141,41 @@ class CupySession(Session):
         were made there) and before it (the caller reads the outputs there)."""
         cp = self.cp
         caller = cp.cuda.get_current_stream()
-        stream = self._stream if self._stream is not None else caller
-        own = stream.ptr != caller.ptr
-        if own:
-            stream.wait_event(caller.record())
+        stream = self._stream
+        if stream is None or stream.ptr == caller.ptr:  # the caller's stream: no events
+            if self._graph is not None:
+                return self._replay(feeds, caller)
+            return self._eager(feeds, first, caller)
+        start, done = self._events  # made once; recording reuses them
+        start.record(caller)
+        stream.wait_event(start)
         if self._graph is not None:
-            outs = self._replay(feeds)
+            outs = self._replay(feeds, stream)
         else:
-            with stream, self._allocator():
-                feeds = {n: cp.asarray(v) for n, v in feeds.items()}
-                self._checking = first
-                outs = self.program.execute(self._bare_ctx(feeds), check=first)
-                if self.cuda_graph:
-                    self._capture(feeds)
-        if own:
-            caller.wait_event(stream.record())
+            with stream:
+                outs = self._eager(feeds, first, stream)
+        done.record(stream)
+        caller.wait_event(done)
         return outs
 
-    def _allocator(self) -> Any:
-        if self._pool is None:
-            import contextlib
-
-            return contextlib.nullcontext()
-        return self.cp.cuda.using_allocator(self._pool.malloc)
+    def _eager(self, feeds: dict, first: bool, stream: Any) -> dict:
+        """The program op by op on the current stream (``stream``); captured after the first
+        run with ``cuda_graph``."""
+        cp = self.cp
+        ndarray = cp.ndarray
+        feeds = {n: v if type(v) is ndarray else cp.asarray(v) for n, v in feeds.items()}
+        self._checking = first
+        if self._pool is not None:
+            with cp.cuda.using_allocator(self._pool.malloc):
+                outs = self.program.execute(self._bare_ctx(feeds), check=first)
+                self._capture(feeds)
+            return outs
+        ctx = self._ctx
+        if ctx is None or first:
+            ctx = self._ctx = self._bare_ctx(feeds)
+        else:
+            ctx.feeds = feeds
+        return self.program.execute(ctx, check=first)
 
     def _capture(self, feeds: dict) -> None:
         """Capture the whole program once, from static input buffers (inside the pool)."""
@@ -166,33 +204,33 @@ class CupySession(Session):
         self.program.values = None
         self._static_out = outs
 
-    def _replay(self, feeds: dict) -> dict:
-        cp, stream = self.cp, self._stream
-        with stream:
-            for n, v in feeds.items():
-                dst = self._static_in[n]
-                if isinstance(v, cp.ndarray):
-                    dst[...] = v
-                else:
-                    dst.set(v, stream=stream)
-            self._graph.launch(stream)
+    def _replay(self, feeds: dict, stream: Any) -> dict:
+        """Feeds into the graph's static inputs (one async copy each), then one launch."""
+        cp = self.cp
+        for n, v in feeds.items():
+            dst = self._static_in[n]
+            if isinstance(v, cp.ndarray):
+                with stream:
+                    _device_copy(cp, dst, v)
+            else:
+                dst.set(v, stream=stream)
+        self._graph.launch(stream)
         return self._static_out
 
     def _collective(self, layer: Any, x: Any) -> Any:
-        cp = self.cp
-        spec, comm = self._collectives.bound[id(layer)]
-        if self.network.world is None:
-            raise ExecutionError(
-                f"layer '{layer.name}' (defined at {layer.where}): the network has no world to "
-                "run collectives in"
-            )
+        bound = self._collectives.bound[id(layer)]
         if self._checking:  # a new signature: agree before NCCL runs, so a mismatch cannot hang
+            if self.network.world is None:
+                raise ExecutionError(
+                    f"layer '{layer.name}' (defined at {layer.where}): the network has no world "
+                    "to run collectives in"
+                )
             agree_on_collective(self.network.world, layer, x.shape)
-        x = cp.ascontiguousarray(x)
-        n = spec.n
-        if n == 1:
+        if not x.flags.c_contiguous:
+            x = self.cp.ascontiguousarray(x)
+        if bound is None:  # a group of one rank
             return x.copy()
-        return run_collective(cp, comm, spec, x)
+        return bound(x)
 
     # -- results ----------------------------------------------------------------------------
     def _deliver(self, outs: dict, feeds: Mapping[str, Any], out: Mapping[str, Any] | None) -> dict:
@@ -202,6 +240,7 @@ class CupySession(Session):
             missing = sorted(set(outs) - set(out))
             if missing:
                 raise ExecutionError(f"out= lacks output(s) {missing}")
+            host = False
             for k, v in outs.items():
                 dst = out[k]
                 if tuple(dst.shape) != tuple(v.shape) or dst.dtype != v.dtype:
@@ -209,11 +248,12 @@ class CupySession(Session):
                         f"out['{k}'] is {tuple(dst.shape)} {dst.dtype}, the output is "
                         f"{tuple(v.shape)} {v.dtype}"
                     )
-                if isinstance(dst, cp.ndarray):
-                    dst[...] = v
+                if isinstance(dst, cp.ndarray):  # stream-ordered on the caller's stream
+                    _device_copy(cp, dst, v)
                 else:
                     v.get(stream=stream, out=dst)
-            if stream is not None:
+                    host = True
+            if host and stream is not None:
                 stream.synchronize()
             return dict(out)
         if self.return_device:

@@ -5,39 +5,59 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ExecutionError, TrtDslError
+from ...errors import TrtDslError
 from ...ops.collective import CollectiveSpec, output_shape, poison
 from ...worlds import MPIWorld, World, agree_on_collective, local_rank_from_env
 from ...worlds.notices import at_abort, emit
 from .device import cupy_module as _cupy
 
+#: Collectives whose NCCL count is the per-rank block (input elements / group size).
+_BLOCK_COUNT = frozenset({"reduce_scatter", "all_to_all", "scatter"})
+
+
+class BoundCollective:
+    """One collective layer's NCCL call, bound once (communicator, codes, root, output rule);
+    ``bound(x)`` runs it on the contiguous CuPy array ``x`` on the current stream and returns
+    a new output array.
+
+    Outputs that NCCL leaves unwritten (reduce and gather off the root) are poisoned (NaN, or
+    the integer minimum); with ``reuse_undefined`` one poisoned buffer per shape is made once
+    and returned on every call (NCCL never writes it), so those ranks pay no fill per call.
+    Treat such an output as read-only.
+    """
+
+    __slots__ = ("cp", "spec", "dtype", "call", "undefined", "_block", "_reuse", "_poisoned")
+
+    def __init__(
+        self, cp: Any, comm: Any, spec: CollectiveSpec, dtype: Any, reuse_undefined: bool = False
+    ) -> None:
+        self.cp, self.spec, self.dtype = cp, spec, cp.dtype(dtype)
+        self.call = comm.prepare(spec.op, self.dtype, spec.reduce, spec.root)
+        self.undefined = spec.op in ("reduce", "gather") and comm.rank != spec.root
+        self._block = spec.op in _BLOCK_COUNT
+        self._reuse = reuse_undefined
+        self._poisoned: dict[tuple, Any] = {}
+
+    def __call__(self, x: Any) -> Any:
+        cp, spec = self.cp, self.spec
+        shape = output_shape(spec.op, x.shape, spec.n)
+        if not self.undefined:
+            recv = cp.empty(shape, self.dtype)
+        elif not self._reuse:
+            recv = poison(cp, shape, self.dtype)
+        else:
+            recv = self._poisoned.get(shape)
+            if recv is None:
+                recv = self._poisoned[shape] = poison(cp, shape, self.dtype)
+        count = x.size // spec.n if self._block else x.size
+        self.call(x.data.ptr, recv.data.ptr, count, cp.cuda.get_current_stream().ptr)
+        return recv
+
 
 def run_collective(cp: Any, comm: Any, spec: CollectiveSpec, x: Any) -> Any:
     """One NCCL collective of ``spec`` on the contiguous CuPy array ``x`` (group size > 1), on
-    the current stream; outputs that are undefined off the root start poisoned."""
-    n, op, dt = spec.n, spec.op, x.dtype
-    out_shape = output_shape(op, x.shape, n)
-    recv = poison(cp, out_shape, dt) if op in ("reduce", "gather") else cp.empty(out_shape, dt)
-    stream = cp.cuda.get_current_stream().ptr
-    if op == "all_reduce":
-        comm.all_reduce(x, recv, x.size, dt, spec.reduce, stream)
-    elif op == "broadcast":
-        comm.broadcast(x, recv, x.size, dt, spec.root, stream)
-    elif op == "reduce":
-        comm.reduce(x, recv, x.size, dt, spec.reduce, spec.root, stream)
-    elif op == "all_gather":
-        comm.all_gather(x, recv, x.size, dt, stream)
-    elif op == "reduce_scatter":
-        comm.reduce_scatter(x, recv, x.size // n, dt, spec.reduce, stream)
-    elif op == "all_to_all":
-        comm.all_to_all(x, recv, x.size // n, dt, stream)
-    elif op == "gather":
-        comm.gather(x, recv, x.size, dt, spec.root, stream)
-    elif op == "scatter":
-        comm.scatter(x, recv, x.size // n, dt, spec.root, stream)
-    else:  # pragma: no cover - validated at definition time
-        raise ExecutionError(f"unknown collective {op!r}")
-    return recv
+    the current stream; outputs that are undefined off the root come back poisoned."""
+    return BoundCollective(cp, comm, spec, x.dtype)(x)
 
 
 class NcclWorld(World):

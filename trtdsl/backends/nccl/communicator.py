@@ -30,6 +30,7 @@ from .adapter import (
     stream_handle,
     unique_id_from_bytes,
 )
+from .prepared import PreparedCollective
 
 
 def _wrap(function: str, e: BaseException) -> NcclError:
@@ -372,5 +373,14 @@ class Communicator:
             self._b.recv(*args, h, stream_handle(stream))
         except Exception as e:
             raise _wrap("ncclRecv", e) from e
+
+    def prepare(
+        self, op: str, dtype: Any, reduce: str | None = None, root: int | None = None
+    ) -> PreparedCollective:
+        """``op`` with its codes bound, for repeated calls with int pointers:
+        ``call(send_ptr, recv_ptr, count, stream_ptr)`` (counts as in the methods above)."""
+        if self._n4p is None:
+            raise NcclError("the NCCL communicator is closed", function="prepare")
+        return PreparedCollective(self, self._b, op, dtype, reduce, root)
 
     group = staticmethod(group)
