@@ -71,7 +71,9 @@ def main() -> int:
     for coll in COLLS:
         for nbytes in sizes:
             elems = max(nbytes // 4 // n * n, n)
-            iters = 5 if args.short else (50 if nbytes <= 1 << 24 else 10)
+            iters = (
+                5 if args.short else (200 if nbytes <= 1 << 20 else 40 if nbytes <= 1 << 26 else 10)
+            )
             x = cp.ones(elems, cp.float32)
             net = td.Network(coll, world=world)
             t = net.input("x", (elems,))
@@ -101,10 +103,11 @@ def main() -> int:
                     print(f"direct {coll}: {type(e).__name__}: {e}")
                 t_dir = float("nan")
             t_torch = float("nan")
-            if dist is not None and coll in ("all_reduce", "broadcast", "all_gather",
-                                             "reduce_scatter", "all_to_all", "reduce"):  # fmt: skip
+            if dist is not None:
                 tx = torch.ones(elems, device="cuda")
                 to = torch.empty(out.size, device="cuda")
+                root_list = [torch.empty_like(tx) for _ in range(n)] if rank == 0 else None
+                chunks = list(tx.chunk(n)) if rank == 0 else None
                 tf = {
                     "all_reduce": lambda: dist.all_reduce(tx),
                     "broadcast": lambda: dist.broadcast(tx, 0),
@@ -112,6 +115,8 @@ def main() -> int:
                     "all_gather": lambda: dist.all_gather_into_tensor(to, tx),
                     "reduce_scatter": lambda: dist.reduce_scatter_tensor(to, tx),
                     "all_to_all": lambda: dist.all_to_all_single(to, tx),
+                    "gather": lambda: dist.gather(tx, gather_list=root_list, dst=0),
+                    "scatter": lambda: dist.scatter(to, scatter_list=chunks, src=0),
                 }[coll]
                 t_torch = timeit(tf, torch.cuda.synchronize, iters, mpi)
             size = elems * 4
@@ -122,10 +127,19 @@ def main() -> int:
         print(f"\n{n} ranks; time us (median, slowest rank); busbw GB/s")
         print(f"{'collective':>14} {'bytes':>11} {'nccl4py':>9} {'session':>9} {'overhead':>9} "
               f"{'torch':>9} {'bus n4p':>8} {'bus sess':>8} {'bus torch':>9} {'sess/torch':>10}")  # fmt: skip
+        worst_over, worst_ratio = -1e9, 1e9
         for coll, size, a, b, c, f in rows:
             bw = [size / (t * 1e-6) / 1e9 * f for t in (a, b, c)]
             print(f"{coll:>14} {size:>11} {a:>9.1f} {b:>9.1f} {b - a:>9.1f} {c:>9.1f} "
                   f"{bw[0]:>8.2f} {bw[1]:>8.2f} {bw[2]:>9.2f} {bw[1] / bw[2]:>10.3f}")  # fmt: skip
+            if size <= 1 << 20:
+                worst_over = max(worst_over, b - a)
+            if size >= 4 << 20 and c == c:
+                worst_ratio = min(worst_ratio, bw[1] / bw[2])
+        print(
+            f"targets: session overhead <= 15 us at 1 KiB-1 MiB: worst {worst_over:.1f} us; "
+            f"busbw >= 0.97 of torch from 4 MiB: worst {worst_ratio:.3f}"
+        )
     # the TP MLP block end to end through a session
     from trtdsl.parallel import tensor_parallel_mlp
 

@@ -4,7 +4,9 @@
 #   bash gpu/run_all.sh            # logs under $OUT (default /tmp/trtdsl-gpu)
 # Steps: NCCL (nccl4py adapter) check, every DSL collective on the cupy backend, the parallel
 # blocks vs float64, the attention op, capturable cuBLAS, sessions / CUDA graphs, and the
-# context-parallel attention benchmark. NVLink multicast stays off.
+# context-parallel attention benchmark; optional steps (STEPS="..."): profile (a session's
+# per-call cost), collbench (every collective 1 KiB-1 GiB vs nccl4py and torch.distributed).
+# NVLink multicast stays off.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 # nccl4py from wheels carried in .whl/ (the GPU image has no registry), kernels/ as trtdsl.kernels
@@ -32,11 +34,13 @@ nvidia-smi -L | tee -a "$OUT/env.txt"
     | tee -a "$OUT/env.txt"
 
 step nccl 240 "${MPI[@]}" "$PY" gpu/check_nccl.py
-step collectives 240 "${MPI[@]}" "$PY" gpu/check_dsl_collectives.py
+step collectives 300 "${MPI[@]}" "$PY" gpu/check_dsl_collectives.py
 step blocks 240 "${MPI[@]}" "$PY" gpu/check_blocks.py
 step attention 240 "$PY" gpu/check_attention_op.py
 step cublas 120 "$PY" gpu/check_cublas.py
 step sessions 180 "${MPI[@]}" "$PY" gpu/check_sessions.py
+step profile 180 "${MPI[@]}" "$PY" gpu/profile_session.py
+step collbench 480 "${MPI[@]}" "$PY" benchmarks/collectives_gpu.py
 step bench 420 "${MPI[@]}" "$PY" benchmarks/cp_attention_gpu.py --out "$OUT/bench_cp.md"
 
 finish
