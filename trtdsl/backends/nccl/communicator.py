@@ -12,6 +12,7 @@ every rank instead of leaving them blocked in NCCL.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,18 @@ from .adapter import (
     unique_id_from_bytes,
 )
 from .prepared import PreparedCollective
+
+#: ncclResult_t names (nccl.h), for async error reports.
+NCCL_RESULTS = {
+    0: "ncclSuccess",
+    1: "ncclUnhandledCudaError",
+    2: "ncclSystemError",
+    3: "ncclInternalError",
+    4: "ncclInvalidArgument",
+    5: "ncclInvalidUsage",
+    6: "ncclRemoteError",
+    7: "ncclInProgress",
+}
 
 
 def _wrap(function: str, e: BaseException) -> NcclError:
@@ -65,6 +78,7 @@ class Communicator:
         self._ptr = int(comm.ptr)
         self._h = mods.bindings.Comm(self._ptr)  # nccl4py's non-owning handle for its C calls
         self._native: bool | None = None
+        self._lock = threading.Lock()  # async_error (another thread) vs. close/abort
 
     @classmethod
     def wrap(cls, comm: Any, rank: int, size: int) -> Communicator:
@@ -157,7 +171,8 @@ class Communicator:
     # -- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:
         """Finalize and destroy (collective: all ranks call it); a second call does nothing."""
-        comm, self._n4p = self._n4p, None
+        with self._lock:
+            comm, self._n4p = self._n4p, None
         if comm is None:
             return
         try:
@@ -167,13 +182,47 @@ class Communicator:
 
     def abort(self) -> None:
         """``ncclCommAbort``: free the communicator without waiting for the other ranks."""
-        comm, self._n4p = self._n4p, None
+        with self._lock:
+            comm, self._n4p = self._n4p, None
         if comm is None:
             return
         try:
             comm.abort()
         except Exception as e:
             raise _wrap("ncclCommAbort", e) from e
+
+    def async_error(self) -> str | None:
+        """``ncclCommGetAsyncError``: what went wrong with work in flight (e.g. ``ncclRemoteError
+        (6): ...``), or None (fine, in progress, closed, or being closed by another thread).
+        Safe to call from a watchdog thread while this one runs collectives."""
+        if not self._lock.acquire(blocking=False):
+            return None  # close/abort is swapping the handle out right now
+        try:
+            if self._n4p is None:
+                return None
+            try:
+                code = int(self._b.comm_get_async_error(self._h))
+            except Exception as e:
+                return f"ncclCommGetAsyncError failed: {type(e).__name__}: {e}"
+            if code in (0, 7):  # ncclSuccess, ncclInProgress
+                return None
+            return f"{NCCL_RESULTS.get(code, 'ncclResult')} ({code}): {self._explain(code)}"
+        finally:
+            self._lock.release()
+
+    def _explain(self, code: int) -> str:
+        parts = []
+        for what, call in (
+            ("", lambda: self._b.get_error_string(code)),
+            ("last error: ", lambda: self._b.get_last_error(self._h)),
+        ):
+            try:
+                text = str(call()).strip()
+            except Exception:  # noqa: BLE001 - older nccl4py: the code alone
+                continue
+            if text:
+                parts.append(what + text)
+        return "; ".join(parts) or "no description"
 
     def __enter__(self) -> Communicator:
         return self
