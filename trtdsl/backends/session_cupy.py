@@ -24,12 +24,18 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..worlds import agree_on_collective
+from .cupy.watchdog import (
+    DEFAULT_TIMEOUT,
+    describe_collectives,
+    session_watchdog,
+    validate_nccl_timeout,
+)
 from .cupy.world import BoundCollective
 from .session import Session, agree_once, validate_check
 
 #: cudaMemcpyKind cudaMemcpyDeviceToDevice
 _DEVICE_TO_DEVICE = 3
-OPTIONS = ("check", "cuda_graph", "return_device", "stream")
+OPTIONS = ("check", "cuda_graph", "return_device", "stream", "nccl_timeout")
 
 
 def validate_cupy_options(network: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,6 +46,7 @@ def validate_cupy_options(network: Any, options: Mapping[str, Any]) -> dict[str,
     opts = {"check": "once", "cuda_graph": False, "return_device": False, "stream": None}
     opts.update(options)
     validate_check(opts["check"])
+    opts["nccl_timeout"] = validate_nccl_timeout(opts.get("nccl_timeout", DEFAULT_TIMEOUT))
     for flag in ("cuda_graph", "return_device"):
         if not isinstance(opts[flag], bool):
             raise TypeError(f"{flag} must be True or False, got {opts[flag]!r}")
@@ -71,6 +78,7 @@ class _Collectives:
 
     def __init__(self, session: CupySession) -> None:
         self.bound: dict[int, Any] = {}
+        self.comms: dict[int, Any] = {}  # the NCCL communicators used (the watchdog's)
         world = session.network.world
         for layer in session.network.collectives:  # layer order: the same on every rank
             spec = layer.spec
@@ -78,6 +86,7 @@ class _Collectives:
                 self.bound[id(layer)] = None
                 continue
             comm = world.communicator(spec)
+            self.comms[id(comm)] = comm
             dtype = layer.inputs[0].type.dtype.numpy
             self.bound[id(layer)] = BoundCollective(
                 session.cp, comm, spec, dtype, reuse_undefined=True
@@ -116,6 +125,12 @@ class CupySession(Session):
         self._static_in: dict[str, Any] = {}
         self._static_out: dict[str, Any] = {}
         self._collectives = _Collectives(self)
+        comms = list(self._collectives.comms.values())
+        self._watch = session_watchdog(network, comms, opts["nccl_timeout"])
+        self._timeout, self._last = opts["nccl_timeout"], None
+        if self._watch is not None:  # NCCL work is tracked; waits for the GPU go through it
+            self._what = describe_collectives(network)
+            self._watch.attach(self, comms)
         self._checking = True
         self._ctx: Any = None
         self._events = (
@@ -127,6 +142,22 @@ class CupySession(Session):
                 CupyContext.constant(self._bare_ctx({}), layer)
 
     # -- running ----------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any], out: Mapping[str, Any] | None = None) -> dict:
+        if self._watch is not None:  # fired: the communicators are aborted; never call them
+            self._watch.check()
+        return super().run(feeds, out)
+
+    def _watched(self, stream: Any, wait: bool) -> None:
+        """Track the work enqueued so far on ``stream`` (None: the current one) with the
+        watchdog; ``wait``: wait for it through the watchdog (WatchdogError if it fires)."""
+        cp = self.cp
+        s = cp.cuda.get_current_stream() if stream is None else stream
+        ev = self._last = cp.cuda.Event(block=False, disable_timing=True)
+        ev.record(s)
+        self._watch.track(s.ptr, ev, self._timeout, self._what)
+        if wait:
+            self._watch.wait(ev)
+
     def _bare_ctx(self, feeds: Mapping[str, Any]) -> Any:
         ctx = self._ctx_cls(self.network, feeds, self.network.world)
         ctx.collective = self._collective  # instance attribute: the session's NCCL path
@@ -183,6 +214,8 @@ class CupySession(Session):
         self._static_in = {n: cp.empty_like(v) for n, v in feeds.items()}
         for n, v in feeds.items():
             self._static_in[n][...] = v
+        if self._watch is not None:
+            self._watched(stream, wait=True)
         stream.synchronize()
         self._checking = False
         try:
@@ -236,6 +269,13 @@ class CupySession(Session):
     def _deliver(self, outs: dict, feeds: Mapping[str, Any], out: Mapping[str, Any] | None) -> dict:
         cp = self.cp
         stream = self._stream
+        if self._watch is not None:  # wait through the watchdog where the host would block
+            host = (
+                not self.return_device
+                if out is None
+                else not all(isinstance(d, cp.ndarray) for d in out.values())
+            )
+            self._watched(stream, wait=host)
         if out is not None:
             missing = sorted(set(outs) - set(out))
             if missing:
@@ -269,8 +309,18 @@ class CupySession(Session):
         self._graph = None
         self._graph_values = None
         self._static_in, self._static_out = {}, {}
-        if self._stream is not None:
-            self._stream.synchronize()
+        dog = self._watch
+        try:  # the last work, through the watchdog where there is one (raises if it fires)
+            if dog is None:
+                if self._stream is not None:
+                    self._stream.synchronize()
+            elif dog.fired is None and self._stream is not None:
+                self._watched(self._stream, wait=True)
+            elif dog.fired is None and self._last is not None:
+                dog.wait(self._last)
+        finally:
+            if dog is not None:
+                dog.detach(self)
         if self._gemm is not None:
             self._gemm.close()
             self._gemm = None

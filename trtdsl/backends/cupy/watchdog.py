@@ -219,10 +219,12 @@ class Watchdog:
             self._start()
 
     def detach(self, owner: object) -> None:
-        """A session is done (closed); the thread stops when no session is left."""
+        """A session is done (closed): finished work is dropped; the thread stops when no
+        session is left."""
         with self._lock:
             self._owners.pop(id(owner), None)
             last = not self._owners
+            self._advance()
         if last:
             self.stop()
 
