@@ -12,10 +12,12 @@ from .errors import (
     KernelLaunchError,
     KernelShapeError,
 )
+from .norm import modulated_norm
 
 __all__ = [
     "flash_attention",
     "merge_attention",
+    "modulated_norm",
     "KernelArgumentError",
     "KernelCompileError",
     "KernelDTypeError",

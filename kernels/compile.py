@@ -12,6 +12,7 @@ Triton version and the target.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .configs import KernelSpec
+from .configs import SOURCE_MODULES, KernelSpec
 from .errors import KernelCompileError
 
 ARCH = 90
@@ -89,18 +90,19 @@ def _triton() -> Any:
     return triton
 
 
-def _kernel_fn(name: str) -> Any:
-    from . import triton_attention
+def _source_module(name: str) -> Any:
+    """The Triton module defining entry point ``name`` (attention's unless configs says)."""
+    return importlib.import_module(f".{SOURCE_MODULES.get(name, 'triton_attention')}", __package__)
 
-    return getattr(triton_attention, name)
+
+def _kernel_fn(name: str) -> Any:
+    return getattr(_source_module(name), name)
 
 
 def cache_key(spec: KernelSpec, arch: int = ARCH) -> str:
     """sha256 over source, spec, Triton version and target (needs Triton for the fn's key)."""
     triton = _triton()
-    from . import triton_attention
-
-    source = Path(triton_attention.__file__).read_text()
+    source = Path(_source_module(spec.fn_name).__file__).read_text()
     fn = _kernel_fn(spec.fn_name)
     blob = json.dumps(
         {

@@ -136,8 +136,83 @@ def merge_spec(head_dim: int, dtype: str) -> KernelSpec:
     )
 
 
+# -- the fused adaLN norm (kernels/triton_norm.py) --------------------------------------------
+NORM_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
+NORM_KINDS: tuple[str, ...] = ("layer", "rms")
+#: Row widths the kernel holds in registers (powers of two); D up to the largest.
+NORM_BLOCKS: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384)
+NORM_MAX_D = NORM_BLOCKS[-1]
+#: Elements one program holds: small rows are packed several to a program.
+NORM_TILE = 4096
+#: The Triton module of each entry point other than the attention ones.
+SOURCE_MODULES: dict[str, str] = {"modulated_norm_fwd": "triton_norm"}
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """``rows`` rows of ``block_d`` columns per program, ``num_warps`` warps."""
+
+    block_d: int
+    rows: int
+    num_warps: int
+
+
+def norm_block(d: int) -> int:
+    """The smallest table width >= ``d``; KeyError past :data:`NORM_MAX_D`."""
+    for b in NORM_BLOCKS:
+        if d <= b:
+            return b
+    raise KeyError(f"row width {d} exceeds the norm kernel's {NORM_MAX_D}")
+
+
+def norm_config(d: int) -> NormConfig:
+    """Rows of ``d`` values: ``NORM_TILE`` elements a program (one row from 4096 on), about
+    16 float32 values a thread (4 warps at least, 16 at most)."""
+    block = norm_block(d)
+    rows = max(1, NORM_TILE // block)
+    return NormConfig(block, rows, max(4, min(16, rows * block // 512)))
+
+
+def norm_spec(
+    dtype: str, kind: str, block_d: int, aligned: bool, config: NormConfig | None = None
+) -> KernelSpec:
+    """Spec of ``modulated_norm_fwd`` for one variant. ``aligned``: D and the shift/scale
+    strides are multiples of 16 (16-byte vector loads); otherwise only the pointers are
+    promised 16-byte aligned. ``config`` overrides the table (for sweeps)."""
+    cfg = config or norm_config(block_d)
+    if kind not in NORM_KINDS or dtype not in NORM_DTYPES or cfg.block_d != block_d:
+        raise KeyError(f"no norm kernel for {dtype} {kind} block {block_d} ({cfg})")
+    ty = TRITON_DTYPE[dtype]
+    ptrs = ("X", "SHIFT", "SCALE", "W", "B", "Y")
+    strides = ("shift_so", "shift_si", "scale_so", "scale_si")
+    sig = {p: f"*{ty}" for p in ptrs}
+    sig.update({"n_rows": "i64", "D": "i32", "inner": "i64"})
+    sig.update({s: "i64" for s in strides})
+    sig.update({"eps": "fp32", "has_w": "i32", "has_b": "i32"})
+    consts = {"BLOCK_D": block_d, "ROWS": cfg.rows, "RMS": kind == "rms"}
+    sig.update({k: "constexpr" for k in consts})
+    return KernelSpec(
+        fn_name="modulated_norm_fwd",
+        signature=sig,
+        constexprs=consts,
+        options={"num_warps": cfg.num_warps, "num_stages": 1},
+        divisible=ptrs + (("D",) + strides if aligned else ()),
+    )
+
+
+def norm_specs() -> list[KernelSpec]:
+    """Every norm variant: dtype x kind x row width x aligned or not."""
+    return [
+        norm_spec(dt, kind, b, aligned)
+        for dt in NORM_DTYPES
+        for kind in NORM_KINDS
+        for b in NORM_BLOCKS
+        for aligned in (True, False)
+    ]
+
+
 def all_specs() -> list[KernelSpec]:
     """Every variant the public entry points can launch (what the compile test builds)."""
     specs = [attention_spec(d, dt, c) for (d, dt, c) in ATTENTION_CONFIGS]
     specs += [merge_spec(d, dt) for d in HEAD_DIMS for dt in MERGE_DTYPES]
-    return specs
+    return specs + norm_specs()

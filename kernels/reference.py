@@ -1,5 +1,6 @@
 """Float64 NumPy reference of the kernels' semantics (used by the GPU check and the tests).
 
+Attention:
 q [..., Sq, D], k/v [..., Sk, D] (any leading dims, broadcast-free: equal); o [..., Sq, D],
 lse [..., Sq]; query i is at position q_offset + i, key j at k_offset + j; causal allows key j
 for query i iff k_offset + j <= q_offset + i. Rows with no allowed key: o = 0, lse = -inf.
@@ -56,3 +57,29 @@ def merge(
     w1 = np.where(both_empty, 0.0, np.exp(lse1 - safe))
     w2 = np.where(both_empty, 0.0, np.exp(lse2 - safe))
     return o1 * w1[..., None] + o2 * w2[..., None], lse
+
+
+def modulated_norm(
+    x: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    kind: str = "layer",
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """float64 ``norm(x) [* weight] [+ bias] * (1 + scale) + shift`` over the last axis:
+    layer norm ``(x - mean) / sqrt(var + eps)`` (biased variance) or RMS norm
+    ``x / sqrt(mean(x**2) + eps)``; shift/scale broadcast against x."""
+    x = np.asarray(x, dtype=np.float64)
+    if kind == "layer":
+        mu = x.mean(axis=-1, keepdims=True)
+        y = (x - mu) / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
+    else:
+        y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    if weight is not None:
+        y = y * np.asarray(weight, dtype=np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64)
+    scale64, shift64 = (np.asarray(a, dtype=np.float64) for a in (scale, shift))
+    return y * (1.0 + scale64) + shift64

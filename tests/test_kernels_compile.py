@@ -49,6 +49,10 @@ def fresh_triton_cache(tmp_path_factory: pytest.TempPathFactory):
 def spec_id(spec: CFG.KernelSpec) -> str:
     c = spec.constexprs
     ty = next(iter(spec.signature.values()))
+    if spec.fn_name == "modulated_norm_fwd":
+        kind = "rms" if c["RMS"] else "layer"
+        aligned = "aligned" if "D" in spec.divisible else "unaligned"
+        return f"{spec.fn_name}-{ty}-{kind}-d{c['BLOCK_D']}-{aligned}"
     tag = "causal" if c.get("CAUSAL") else "full"
     return f"{spec.fn_name}-{ty}-d{c['HEAD_DIM']}" + (f"-{tag}" if "CAUSAL" in c else "")
 
@@ -149,7 +153,8 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(ROOT)!r})
 for m in ("", ".attention", ".compile", ".configs", ".errors", ".launch", ".prebuild",
-          ".reference", ".triton_attention", ".validate"):
+          ".reference", ".triton_attention", ".validate", ".norm", ".norm_checks",
+          ".triton_norm"):
     importlib.import_module({PKG!r} + m)
 k = importlib.import_module({PKG!r})
 try:

@@ -216,6 +216,23 @@ def _rms_norm(rng):
     return net, {"x": rand(rng, (5, 8))}
 
 
+@case("modulated_norm", rtol=1e-4, atol=1e-4)
+def _modulated_norm(rng):
+    """adaLN (trtdsl/ops/adaln.py): layer norm through INormalization with [B, 1, D] shift and
+    scale; RMS with weight and bias, a dynamic batch and [D] / [1, D] modulation."""
+    net = td.Network("modulated_norm")
+    x = net.input("x", (2, 3, 8))
+    sh, sc = net.input("shift", (2, 1, 8)), net.input("scale", (2, 1, 8))
+    net.output(x.modulated_norm(sh, sc, eps=1e-5), "y")
+    v = net.input("v", (None, 8))
+    w, b = rand(rng, (8,)), rand(rng, (8,))
+    z = v.modulated_norm(rand(rng, (8,)), rand(rng, (1, 8)), kind="rms", weight=w, bias=b)
+    net.output(z, "z")
+    feeds = {"x": rand(rng, (2, 3, 8)), "shift": rand(rng, (2, 1, 8))}
+    feeds.update(scale=rand(rng, (2, 1, 8)), v=rand(rng, (5, 8)))
+    return net, feeds
+
+
 # --- attention -----------------------------------------------------------------------------
 def _attention_case(dtype: str, **kw: Any) -> Callable[..., Any]:
     """IAttention (4-D and 3-D inputs, causal kinds, masks) or the primitive-layer lowering

@@ -146,6 +146,13 @@ def _dtype_cases() -> list[tuple[str, Any]]:
             {"x": (2, 3, 4), "s": (3, 4), "b": (3, 4)},
         )
         add("rms_norm", dt, lambda n, x, s: x.rms_norm(s), {"x": (3, 8), "s": (8,)})
+        for kind in ("layer", "rms"):
+            add(
+                f"modulated_norm_{kind}",
+                dt,
+                lambda n, x, sh, sc, w, k=kind: x.modulated_norm(sh, sc, kind=k, weight=w),
+                {"x": (2, 3, 8), "sh": (2, 1, 8), "sc": (8,), "w": (8,)},
+            )
         add("transpose", dt, lambda n, x: x.transpose((1, 2, 0)), {"x": (2, 3, 4)})
         add("reshape", dt, lambda n, x: x.reshape((0, -1, 2)), {"x": (2, 3, 4)})
         add("concat", dt, lambda n, a, b: td.concat([b, a], axis=0), {"a": (2, 3), "b": (1, 3)})

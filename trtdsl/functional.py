@@ -8,6 +8,7 @@ methods. Each is declared once, beside its op, in :mod:`trtdsl.ops` (``@public``
 >>> y = F.softmax(F.matmul(x, np.ones((3, 3), "float32")), axis=-1, name="probs")
 """
 
+from .ops.adaln import modulated_norm
 from .ops.attention import attention
 from .ops.collective import (
     all_gather,
@@ -93,6 +94,7 @@ from .ops.shape_ops import (
 
 __all__ = [
     "attention",
+    "modulated_norm",
     "collective",
     "all_reduce",
     "broadcast",

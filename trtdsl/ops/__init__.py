@@ -2,6 +2,7 @@
 reference, TensorRT lowering) and the public builder functions (``@public``), from which
 :mod:`trtdsl.functional`, the :class:`~trtdsl.Tensor` methods and ``docs/api.md`` come."""
 
+from .adaln import MODULATED_NORM
 from .api import REGISTRY, PublicOp, public
 from .attention import ATTENTION
 from .base import OpDef
@@ -33,6 +34,7 @@ ALL_OPS: tuple[OpDef, ...] = (
     SOFTMAX,
     REDUCE,
     NORMALIZATION,
+    MODULATED_NORM,
     COLLECTIVE,
     ATTENTION,
     QUANTIZE,

@@ -86,6 +86,30 @@ class CupyContext(RunContext):
         )  # fmt: skip
         return [o, lse] if a["return_lse"] else [o]
 
+    def fused_modulated_norm(self, layer: Any, inputs: list[Any]) -> list[Any] | None:
+        """The Triton adaLN kernel (trtdsl.kernels.norm: one pass over x, on the current
+        stream, no host sync, so CUDA graphs capture it) for fp16/bf16/fp32 rows of up to
+        ``NORM_MAX_D`` values and the shift/scale broadcasts it reads ([B, 1, D], [1, D],
+        [S, D], ...: ``norm_checks.plan_rows``); None (the op reference) otherwise."""
+        from ...kernels.configs import NORM_DTYPES, NORM_MAX_D
+        from ...kernels.norm import modulated_norm
+        from ...kernels.norm_checks import plan_rows
+        from ...ops.adaln import ModulatedNorm
+
+        x, shift, scale = inputs[:3]
+        d = x.shape[-1]
+        if (
+            not self.use_kernels
+            or str(x.dtype) not in NORM_DTYPES
+            or not 1 <= d <= NORM_MAX_D
+            or plan_rows(x.shape[:-1], [shift.shape[:-1], scale.shape[:-1]], d) is None
+        ):
+            return None
+        w, b = ModulatedNorm.params(layer, inputs)
+        a = layer.attrs
+        y = modulated_norm(x, shift, scale, kind=a["kind"], eps=a["eps"], weight=w, bias=b)
+        return [y]
+
 
 def check_world(network: Any) -> None:
     """Collectives over several ranks need an :class:`NcclWorld`."""
