@@ -7,7 +7,10 @@ NCCL codes (:class:`~.cupy.world.BoundCollective`: one call into nccl4py's bindi
 pointers). Per call, a known input signature runs with no feed re-validation, no per-layer
 output checks and no exchange before NCCL, on the caller's current stream (no events) unless a
 ``stream`` is given; a new signature runs checked (each collective agrees over the world first,
-with the usual mismatch report). Off the root, reduce and gather outputs (which NCCL leaves
+with the usual mismatch report). With the NCCL watchdog (``nccl_timeout`` seconds, default
+600, None: off; :mod:`.cupy.watchdog`) each call also records one CUDA event, and the host's
+waits for the GPU poll it, so a peer that stops calling ends this rank with WatchdogError
+instead of a hang. Off the root, reduce and gather outputs (which NCCL leaves
 unwritten) are one poisoned buffer per layer and shape, made once and returned on every call:
 with ``return_device=True`` treat them as read-only.
 
