@@ -156,3 +156,27 @@ class Layer:
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
+
+
+@dataclass(eq=False)
+class Region:
+    """Layers of a network that together compute one known function, named by ``kind`` with
+    its ``params``: a backend that has a fused implementation of ``kind`` may run the region
+    as one step (from ``inputs`` to ``outputs``) instead of its layers; every other backend
+    runs the layers. ``Network.add_region`` records one; ``Network.regions`` lists them.
+
+    E.g. Ring attention: ``Region(kind="ring_attention", inputs=(q, k, v), outputs=(out,),
+    params={"causal": True, "scale": 0.125, ...})`` over its broadcasts, block attentions and
+    merges; the cupy backend runs it as a real ring (NCCL send/recv overlapped with compute).
+    """
+
+    kind: str
+    name: str
+    inputs: tuple[Value, ...]
+    outputs: tuple[Value, ...]
+    layers: tuple[Layer, ...]
+    params: dict[str, Any]
+    where: SourceLocation
+
+    def describe_inputs(self) -> str:
+        return ", ".join(f"{t.name}: {t.type}" for t in self.inputs) or "no inputs"

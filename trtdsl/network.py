@@ -27,7 +27,7 @@ from .errors import (
     UnknownBackendError,
     user_location,
 )
-from .ir import Layer, RankInfo, TensorType, format_shape
+from .ir import Layer, RankInfo, Region, TensorType, format_shape
 from .ops import CONSTANT, INPUT
 from .ops.base import OpDef
 from .tensor import Tensor
@@ -89,6 +89,8 @@ class Network:
         self.layers: list[Layer] = []
         self.inputs: dict[str, Tensor] = {}
         self.outputs: dict[str, Tensor] = {}
+        #: fusable groups of layers (:class:`~trtdsl.ir.Region`), in the order recorded
+        self.regions: list[Region] = []
         self._names: set[str] = set()
         self._counters: dict[str, int] = {}
 
@@ -267,6 +269,62 @@ class Network:
                 raise self._fail(f"tensor '{tensor.name}' is already output '{other}'", where)
         self.outputs[name] = tensor
         return tensor
+
+    def add_region(
+        self,
+        kind: str,
+        inputs: Sequence[Tensor],
+        outputs: Sequence[Tensor],
+        *,
+        since: int,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Region:
+        """Mark the layers recorded since ``len(net.layers) == since`` as one region computing
+        ``kind`` from ``inputs`` to ``outputs`` (see :class:`~trtdsl.ir.Region`). Blocks call
+        it; backends with a fused ``kind`` may run the region as one step.
+
+        >>> net = Network("r"); x = net.input("x", (4,)); start = len(net.layers)
+        >>> r = net.add_region("double", [x], [x + x], since=start, params={"factor": 2})
+        >>> r.kind, len(r.layers), net.regions == [r]
+        ('double', 1, True)
+        """
+        where = user_location()
+        if not isinstance(kind, str) or not kind:
+            raise self._fail(f"region kind must be a non-empty string, got {kind!r}", where)
+        if not isinstance(since, int) or not 0 <= since < len(self.layers):
+            raise self._fail(
+                f"region '{kind}': since={since!r} must index a layer (the network has "
+                f"{len(self.layers)}): the region needs at least one layer",
+                where,
+            )
+        layers = tuple(self.layers[since:])
+        inside = {id(t) for layer in layers for t in layer.outputs}
+        for label, values in (("input", inputs), ("output", outputs)):
+            for t in values:
+                if not isinstance(t, Tensor) or t.network is not self:
+                    raise self._fail(
+                        f"region '{kind}': {label} {t!r} is not a Tensor of network '{self.name}'",
+                        where,
+                    )
+                if (id(t) in inside) != (label == "output"):
+                    where_t = "inside" if label == "input" else "outside"
+                    raise self._fail(
+                        f"region '{kind}': {label} '{t.name}' ({t.type}) is produced {where_t} "
+                        f"the region's layers {layers[0].name} .. {layers[-1].name}",
+                        where,
+                    )
+        region = Region(
+            kind,
+            name or f"{kind}_{len(self.regions)}",
+            tuple(inputs),
+            tuple(outputs),
+            layers,
+            dict(params or {}),
+            where,
+        )
+        self.regions.append(region)
+        return region
 
     # -- lookup ------------------------------------------------------------------------------
     def layer(self, name: str) -> Layer:

@@ -105,13 +105,14 @@ class CupySession(Session):
         opts = validate_cupy_options(network, options)
         super().__init__(network, opts["check"])
         from .cupy.device import cupy_module
+        from .cupy.ring import cupy_fusions
         from .interpreter import Program
 
         self.cp = cp = cupy_module()
         CupyContext = context  # noqa: N806 - the backend's context class
         self.cuda_graph = opts["cuda_graph"]
         self.return_device = opts["return_device"]
-        self.program = Program(network)
+        self.program = Program(network, fusions=cupy_fusions())  # ring_attention regions
         if agree:
             agree_once(network)
         self._ctx_cls = CupyContext

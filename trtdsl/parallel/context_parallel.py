@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import dtypes
 from .. import functional as F
+from ..backends.ring_schedule import query_pieces, ring_steps
 from ..tensor import Tensor
 from ._common import coords, fail, sub
 from .attention import default_scale, scaled_dot_product_attention
@@ -201,63 +202,89 @@ class RingAttention(ContextParallelAttention):
     are serialized collectives (each broadcast is a pipeline of N-1 hops), and a causal rank
     also receives blocks it does not use.
 
+    The layers are recorded as one region (``kind="ring_attention"``, see
+    :meth:`~trtdsl.Network.add_region`): the numpy backend and a TensorRT engine run the
+    broadcasts above, while the cupy backend runs a real ring in their place (NCCL send/recv
+    of the block to the next rank on a communication stream, overlapped with the attention of
+    the current block; ``trtdsl.backends.cupy.ring``).
+
     >>> out = RingAttention(causal=True)(q, k, v)                        # doctest: +SKIP
     """
 
     name: ClassVar[str] = "ring"
 
     def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
-        h, s, dh = q.shape
+        net = q.network
+        since = len(net.layers)
+        h, s, _ = q.shape
+        segments = [self.segments(j, n, s) for j in range(n)]
+        out = self._broadcast_ring(q, k, v, idx, n, scale, segments)
+        params = {
+            "causal": self.causal,
+            "scale": scale,
+            "index": idx,
+            "size": n,
+            "layout": self.layout,
+            "segments": segments,
+            "groups": self.groups,
+            "q_chunk": self.q_chunk,
+        }
+        net.add_region("ring_attention", (q, k, v), (out,), since=since, params=params,
+                       name=self.layer_name)  # fmt: skip
+        return out
+
+    def _broadcast_ring(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        idx: int,
+        n: int,
+        scale: float,
+        segments: list[list[tuple[int, int]]],
+    ) -> Tensor:
+        """The graph: step ``t`` broadcasts rank ``t``'s packed K/V block, the rank's query
+        pieces (q_chunk rows) attend to its visible segments and merge."""
         dt = q.dtype
         acc_dt = dtypes.float32 if dt.itemsize < 4 else dt
         kv = F.concat([k, v], axis=0, name=self._n("pack_kv"))  # [2H, s, Dh]
-        # Query pieces: the rank's segments, cut further into q_chunk rows; each piece keeps a
-        # running (out, lse) and knows its global start.
-        pieces: list[tuple[int, int]] = []  # (global start, length), in local order
-        for start, length in self.segments(idx, n, s):
-            step = length if self.q_chunk is None else max(1, min(int(self.q_chunk), length))
-            pieces += [(start + o, min(step, length - o)) for o in range(0, length, step)]
+        pieces = query_pieces(segments[idx], self.q_chunk)
         qs = (
             [q]
             if len(pieces) == 1
-            else F.split(q, [ql for _, ql in pieces], axis=1, name=self._n("q_chunks"))
+            else F.split(q, [p.length for p in pieces], axis=1, name=self._n("q_chunks"))
         )
         state: list[tuple[Tensor, Tensor] | None] = [None] * len(pieces)
         unused: list[Tensor] = []
-        for t in range(n):
+        for step in ring_steps(pieces, segments, range(n), self.causal):
+            t = step.source
             blk = kv.broadcast(root=t, groups=self.groups, name=self._n(f"broadcast_kv_{t}"))
             if t == idx:
                 blk = kv  # the broadcast's output on its root is the root's own block
-            ksegs = self.segments(t, n, s)
-            work = [
-                (ci, kj)
-                for ci, (q0, ql) in enumerate(pieces)
-                for kj, (k0, _) in enumerate(ksegs)
-                if not (self.causal and k0 > q0 + ql - 1)  # no key visible: skip the pair
-            ]
-            if not work:
+            if not step.work:
                 unused.append(blk[0:1, 0:1, 0:1])
                 continue
+            ksegs = segments[t]
             kt, vt = F.split(blk, 2, axis=0, name=self._n(f"unpack_kv_{t}"))
             if len(ksegs) > 1:
                 kparts = F.split(kt, [c for _, c in ksegs], axis=1, name=self._n(f"k_parts_{t}"))
                 vparts = F.split(vt, [c for _, c in ksegs], axis=1, name=self._n(f"v_parts_{t}"))
             else:
                 kparts, vparts = [kt], [vt]
-            for ci, kj in work:
-                q0 = pieces[ci][0]
-                k0, kl = ksegs[kj]
-                masked = self.causal and k0 + kl - 1 > q0  # some key after some query
+            for w in step.work:
+                ci, kj = w.piece, w.k_seg
                 tag = (
                     f"{t}"
                     + (f"_q{ci}" if len(pieces) > 1 else "")
                     + (f"_k{kj}" if len(ksegs) > 1 else "")
                 )
-                offsets = (q0, k0) if masked else None
+                offsets = (pieces[ci].start, w.k_start) if w.masked else None
                 state[ci] = self._merge(
                     state[ci], qs[ci], kparts[kj], vparts[kj], scale, offsets, acc_dt, tag
                 )
-        outs = [st[0] for st in state]
+        if any(st is None for st in state):  # pragma: no cover - every piece sees its diagonal
+            raise fail(f"ring attention: a query piece of {pieces} sees no key")
+        outs = [st[0] for st in state if st is not None]
         out = outs[0] if len(outs) == 1 else F.concat(outs, axis=1, name=self._n("q_chunks_out"))
         if unused:  # keep every broadcast in the graph: + 0 * (one element of each block)
             keep = unused[0] if len(unused) == 1 else F.concat(unused, axis=0)

@@ -1,0 +1,145 @@
+"""Ring attention for real on the cupy backend: the ``ring_attention`` region of
+:class:`~trtdsl.parallel.RingAttention` (N broadcasts in the graph) runs as a ring.
+
+At step ``t`` rank ``i`` of the group attends to the K/V block it holds (rank ``i - t``'s) on
+the compute stream (the session's), while a communication stream of its own sends that block
+to rank ``i + 1`` and receives rank ``i - 1``'s into the other of two buffers (one NCCL group of
+``ncclSend`` + ``ncclRecv``); CUDA events order the two streams
+(:func:`~trtdsl.backends.ring_schedule.ring_plan`). Blocks ``[2H, s, Dh]`` (k rows, v rows).
+
+- Attention of a block: the Triton flash-attention kernel with its log-sum-exp
+  (``trtdsl.kernels``, fp16/bf16 and its head dims); otherwise (float32, other head dims,
+  ``use_kernels=False``) float32 attention from array ops, with the context's matmul (cuBLAS
+  bound to the session's stream under ``cuda_graph=True``).
+- Merge: the running state is float32 per query piece; the Triton merge kernel where the head
+  dim is a kernel's, array ops otherwise.
+- NCCL: the group's communicator of the world (``world.communicator(spec)`` with the region's
+  broadcast spec: the same partition). A new input signature first agrees with every rank
+  (``agree_on_collective``), so a mismatch fails instead of hanging.
+- CUDA graphs: the fork (the comm stream waits for an event recorded on the capturing stream)
+  and join (the reverse) put the comm stream's NCCL calls into the captured graph; the double
+  buffers are made on the first, eager call and kept.
+
+>>> from trtdsl.backends.cupy.ring import cupy_fusions      # doctest: +SKIP
+>>> Program(network, fusions=cupy_fusions())              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ...errors import ExecutionError
+from ..interpreter import Fusion
+from ..ring_exec import BlockOps, ReferenceBlockOps, RingFusion
+from ..ring_schedule import COMM
+from .device import cupy_module
+
+
+class CupyStreams:
+    """The compute stream (CuPy's current one when an op is issued) and a non-blocking
+    communication stream, with one reusable event per name (no timing)."""
+
+    def __init__(self, cp: Any, events: Sequence[str]) -> None:
+        self.cp = cp
+        self.comm = cp.cuda.Stream(non_blocking=True)
+        self.events = {e: cp.cuda.Event(block=False, disable_timing=True) for e in events}
+
+    def _stream(self, name: str) -> Any:
+        return self.comm if name == COMM else self.cp.cuda.get_current_stream()
+
+    def record(self, stream: str, event: str) -> None:
+        self._stream(stream).record(self.events[event])
+
+    def wait(self, stream: str, event: str) -> None:
+        self._stream(stream).wait_event(self.events[event])
+
+
+class NcclTransport:
+    """``ncclGroupStart; ncclSend(block -> next); ncclRecv(prev -> other buffer);
+    ncclGroupEnd`` on the communication stream."""
+
+    def __init__(self, comm: Any, stream: Any) -> None:
+        self.comm, self.stream = comm, stream
+
+    def sendrecv(self, send: Any, recv: Any, to: int, source: int) -> None:
+        ptr = self.stream.ptr
+        with self.comm.group():
+            self.comm.send(send, send.size, send.dtype, to, ptr)
+            self.comm.recv(recv, recv.size, recv.dtype, source, ptr)
+
+
+class KernelBlockOps:
+    """Block attention and merge with the Triton kernels where they apply, else
+    :class:`ReferenceBlockOps` (float32 from array ops)."""
+
+    def __init__(self, cp: Any, matmul: Any, use_kernels: bool) -> None:
+        from ...kernels.configs import DTYPES, HEAD_DIMS
+
+        self.cp, self.use_kernels = cp, use_kernels
+        self.dtypes, self.head_dims = DTYPES, HEAD_DIMS
+        self.reference = ReferenceBlockOps(cp, matmul)
+
+    def attend(
+        self, q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
+    ) -> tuple[Any, Any]:
+        if (
+            self.use_kernels
+            and str(q.dtype) in self.dtypes
+            and q.shape[-1] in self.head_dims
+            and scale > 0
+        ):
+            from ...kernels.attention import flash_attention
+
+            return flash_attention(
+                q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset,
+                return_lse=True,
+            )  # fmt: skip
+        return self.reference.attend(
+            q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset
+        )
+
+    def merge(self, acc_o: Any, acc_lse: Any, o: Any, lse: Any) -> None:
+        if self.use_kernels and acc_o.shape[-1] in self.head_dims:
+            from ...kernels.attention import merge_attention
+
+            if o.dtype != acc_o.dtype:
+                o = o.astype(acc_o.dtype)  # the running state is float32
+            merge_attention(acc_o, acc_lse, o, lse, inplace=True)
+            return
+        self.reference.merge(acc_o, acc_lse, o, lse)
+
+
+class CupyDevice:
+    """What :class:`~trtdsl.backends.ring_exec.RingRunner` needs on a GPU (one per runner)."""
+
+    def __init__(self) -> None:
+        self.cp = cupy_module()
+        self._streams: CupyStreams | None = None
+
+    def array_module(self, ctx: Any) -> Any:
+        return self.cp
+
+    def streams(self, events: Sequence[str]) -> CupyStreams:
+        self._streams = CupyStreams(self.cp, events)
+        return self._streams
+
+    def transport(self, world: Any, spec: Any) -> NcclTransport:
+        if not hasattr(world, "communicator"):
+            raise ExecutionError(
+                f"ring attention on the cupy backend sends blocks through NCCL: the network's "
+                f"world must be an NcclWorld, got {type(world).__name__}"
+            )
+        assert self._streams is not None, "streams() first"
+        return NcclTransport(world.communicator(spec), self._streams.comm)
+
+    def block_ops(self, ctx: Any) -> BlockOps:
+        return KernelBlockOps(self.cp, ctx.matmul, bool(getattr(ctx, "use_kernels", True)))
+
+
+def cupy_fusions() -> dict[str, Fusion]:
+    """The cupy backend's fusions, fresh for one session: ``{"ring_attention": ...}``."""
+    return {"ring_attention": RingFusion(CupyDevice)}
+
+
+__all__ = ["CupyStreams", "NcclTransport", "KernelBlockOps", "CupyDevice", "cupy_fusions"]
