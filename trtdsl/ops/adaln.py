@@ -72,16 +72,14 @@ def modulated_norm_reference(
 
 
 def _broadcasts_to(t: TensorType, x: TensorType) -> bool:
-    """``t`` broadcasts to x's shape without growing it (None: unknown, taken as fitting)."""
+    """``t`` broadcasts to x's shape without growing it. A dynamic dim on either side fits
+    (checked at run time), except a dynamic ``t`` dim against a static 1 of x."""
     if t.rank > x.rank:
         return False
-    for p, q in zip(t.shape[::-1], x.shape[::-1]):
-        if p == 1 or (p is None and q is None) or (p is not None and p == q):
-            continue
-        if p is None and q != 1:
-            continue  # checked at run time
-        return False
-    return True
+    return all(
+        p == 1 or q is None or p == q or (p is None and q != 1)
+        for p, q in zip(t.shape[::-1], x.shape[::-1])
+    )
 
 
 class ModulatedNorm(OpDef):
