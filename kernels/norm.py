@@ -46,12 +46,15 @@ def modulated_norm(
     bias: Any = None,
     stream: Any = None,
     config: NormConfig | None = None,
+    as_dtype: str | None = None,
 ) -> Any:
     """``y`` (x's shape and dtype): ``norm(x) [* weight] [+ bias] * (1 + scale) + shift`` over
     the last axis. ``stream``: None (CuPy's current stream), a ``CUstream`` int, a CuPy stream
-    or a ``cuda.core`` Stream. ``config`` overrides the table (for sweeps). Arguments that are
-    not contiguous or 16-byte aligned are copied first."""
-    p = check_norm(x, shift, scale, weight, bias, kind=kind, eps=eps)
+    or a ``cuda.core`` Stream. ``config`` overrides the table (for sweeps). ``as_dtype``
+    ("bfloat16"/"float16") reads 16-bit arrays of another dtype (uint16 holding bf16 bits, for
+    CuPy without bfloat16); y then has x's storage dtype. Arguments that are not contiguous or
+    16-byte aligned are copied first."""
+    p = check_norm(x, shift, scale, weight, bias, kind=kind, eps=eps, as_dtype=as_dtype)
     cp = _cupy()
     named = {"x": x, "shift": shift, "scale": scale, "weight": weight, "bias": bias}
     arrays = {k: a for k, a in named.items() if a is not None}

@@ -21,7 +21,7 @@ from typing import Any
 
 from .configs import NORM_DTYPES, NORM_KINDS, NORM_MAX_D
 from .errors import KernelArgumentError, KernelDTypeError, KernelShapeError
-from .validate import dtype_name
+from .validate import dtype_name, effective_dtype
 
 _MAX_ROWS = 2**31 - 1
 
@@ -91,9 +91,10 @@ def check_norm(
     *,
     kind: str = "layer",
     eps: float = 1e-6,
+    as_dtype: str | None = None,
 ) -> NormProblem:
     """Validate ``modulated_norm``'s arguments; raises KernelArgumentError subclasses that
-    name the shapes and dtypes."""
+    name the shapes and dtypes. ``as_dtype``: 16-bit storage read as that dtype."""
     if kind not in NORM_KINDS:
         raise KernelArgumentError(f"kind must be one of {NORM_KINDS}, got {kind!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
@@ -102,12 +103,13 @@ def check_norm(
     for name, a in named.items():
         if a is not None or name in ("x", "shift", "scale"):
             _check_array(name, a)
-    dt = dtype_name(x)
+    dt = effective_dtype(x, as_dtype, NORM_DTYPES)
     if dt not in NORM_DTYPES:
         raise KernelDTypeError(f"x dtype {dt} is not supported; use one of {NORM_DTYPES}")
+    stored = dtype_name(x)
     for name, a in named.items():
-        if a is not None and dtype_name(a) != dt:
-            raise KernelDTypeError(f"{name} dtype {dtype_name(a)} differs from x's {dt}")
+        if a is not None and dtype_name(a) != stored:
+            raise KernelDTypeError(f"{name} dtype {dtype_name(a)} differs from x's {stored}")
     xs = tuple(x.shape)
     if len(xs) < 1 or not 1 <= xs[-1] <= NORM_MAX_D:
         raise KernelShapeError(f"x {xs} must be [..., D] with 1 <= D <= {NORM_MAX_D}")

@@ -120,6 +120,12 @@ def z(*shape: int, dtype: object = F16) -> np.ndarray:
         ((z(2, 8), z(8), z(8)), {"bias": z(4)}, K.KernelShapeError, ["bias (4,)", "(8,)"]),
         ((z(2, 3, 5, 8), z(2, 1, 5, 8), z(8)), {}, K.KernelShapeError,
          ["shift (2, 1, 5, 8)", "(2, 3, 5, 8)", "expand it first"]),
+        ((z(2, 8, dtype=np.float32),) * 3, {"as_dtype": "bfloat16"}, K.KernelDTypeError,
+         ["16-bit"]),
+        ((z(2, 8, dtype=np.uint16),) * 3, {"as_dtype": "int8"}, K.KernelDTypeError,
+         ["as_dtype"]),
+        ((z(2, 8, dtype=np.uint16), z(8), z(8, dtype=np.uint16)), {"as_dtype": "bfloat16"},
+         K.KernelDTypeError, ["shift dtype float16", "uint16"]),
     ],
 )  # fmt: skip
 def test_argument_errors(args, kw, err, words) -> None:
@@ -246,7 +252,12 @@ def _interpreted_cases(seed: int) -> int:  # pragma: no cover - runs in the subp
 
     cp = types.ModuleType("cupy")  # what the entry point may use, nothing else
     cp.ndarray = DevArray
-    cp.empty = lambda shape, dtype: np.full(shape, np.nan, dtype).view(DevArray)
+    def empty(shape: tuple, dtype: object) -> DevArray:  # poisoned: all-ones bits (NaN)
+        a = np.empty(shape, dtype)
+        a.view(np.uint8).fill(0xFF)
+        return a.view(DevArray)
+
+    cp.empty = empty
     cp.array = lambda a, order, copy: np.array(a, order=order, copy=copy).view(DevArray)
     cp.cuda = SimpleNamespace(Device=lambda i: nullcontext())
     sys.modules["cupy"] = cp
@@ -367,6 +378,16 @@ def _interpreted_cases(seed: int) -> int:  # pragma: no cover - runs in the subp
     err = float(np.abs(y.view(np.ndarray) - want).max())
     print(f"{'PASS' if err < 4e-3 else 'FAIL'} misaligned x copied: err {err:.1e}")
     failed += err >= 4e-3
+    # bf16 bits in uint16 storage (CuPy without bfloat16), read through as_dtype
+    xb = rng.standard_normal((3, 5, 24)).astype(ml_dtypes.bfloat16)
+    sb = rng.standard_normal((3, 1, 24)).astype(ml_dtypes.bfloat16)
+    u16 = [dev(a.view(np.uint16)) for a in (xb, sb)]
+    y = knorm.modulated_norm(u16[0], u16[1], u16[1], kind="rms", as_dtype="bfloat16")
+    got = y.view(np.ndarray).view(ml_dtypes.bfloat16).astype(np.float64)
+    err = float(np.abs(got - _formula(xb, sb, sb, None, None, "rms", 1e-6)).max())
+    ok = y.dtype == np.uint16 and launches[-1].signature["X"] == "*bf16" and err < 5e-2
+    print(f"{'PASS' if ok else 'FAIL'} bf16 as uint16 storage (as_dtype): err {err:.1e}")
+    failed += not ok
     empty = knorm.modulated_norm(dev(np.zeros((0, 3, 8), np.float16)), zero[:8], zero[:8])
     print(f"{'PASS' if empty.shape == (0, 3, 8) else 'FAIL'} empty x: no launch")
     return failed
