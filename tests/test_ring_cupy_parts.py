@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import trtdsl.kernels.attention as kernels
 
-from trtdsl.backends.cupy import ring
+from trtdsl.backends.cupy import device, ring
 from trtdsl.backends.ring_exec import EVENTS, RingFusion
 from trtdsl.errors import ExecutionError
 
@@ -167,7 +167,7 @@ def test_block_ops_use_the_kernels_where_they_apply(kernel_calls, dtype, d, use_
 
 def test_device_refuses_a_world_without_nccl(monkeypatch):
     cp = FakeCupy()
-    monkeypatch.setattr(ring, "cupy_module", lambda: cp)
+    monkeypatch.setattr(device, "cupy_module", lambda: cp)
     dev = ring.CupyDevice()
     dev.streams(EVENTS)
     with pytest.raises(ExecutionError, match="must be an NcclWorld, got StaticWorld"):

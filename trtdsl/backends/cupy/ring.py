@@ -33,7 +33,6 @@ from ...errors import ExecutionError
 from ..interpreter import Fusion
 from ..ring_exec import BlockOps, ReferenceBlockOps, RingFusion
 from ..ring_schedule import COMM
-from .device import cupy_module
 
 
 class CupyStreams:
@@ -114,7 +113,9 @@ class CupyDevice:
     """What :class:`~trtdsl.backends.ring_exec.RingRunner` needs on a GPU (one per runner)."""
 
     def __init__(self) -> None:
-        self.cp = cupy_module()
+        from . import device  # looked up per device: tests put a stand-in for CuPy there
+
+        self.cp = device.cupy_module()
         self._streams: CupyStreams | None = None
 
     def array_module(self, ctx: Any) -> Any:
