@@ -3,6 +3,7 @@
 One process per GPU (cupy backend, collectives through NCCL)::
 
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py [--seqs 8192,16384,32768,65536]
+    mpirun -np 2 python3 benchmarks/cp_attention_gpu.py --quick   # a few shapes, bf16
 
 For each total sequence length S, dtype and mask, every rank draws the same full q, k, v
 (``[heads, S, head_dim]``). Rows of the table:
@@ -13,6 +14,9 @@ For each total sequence length S, dtype and mask, every rank draws the same full
   sequence, no world;
 - each strategy (allgather_kv, ring, ulysses) with the sequence split over the N ranks, in the
   ``--layouts`` given (``zigzag`` balances causal work: rank r holds chunks r and 2N-1-r).
+  The ring row is the real ring: the cupy session runs RingAttention's ``ring_attention``
+  region as NCCL send/recv of K/V blocks on a comm stream overlapped with the block attention
+  (a row marked "(broadcasts)" means the session ran the broadcast graph instead).
 
 Each network is compiled once (a session); on GPUs its runs replay one CUDA graph per rank
 (``--no-graph``: eager, layer by layer from Python). Times: median of ``--repeat`` runs after a
@@ -82,6 +86,11 @@ class Bench:
         self.sessions.append(session)
         return lambda: session.run(feeds)["o"]
 
+    def fused(self) -> bool:
+        """Whether the last session runs a fused region (the real ring)."""
+        steps = self.sessions[-1].program.steps
+        return any(layer.op.name.startswith("fused_") for layer, *_ in steps)
+
     def close(self) -> None:
         for s in self.sessions:
             s.close()
@@ -120,7 +129,12 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="also write the table to this file")
     ap.add_argument("--no-graph", action="store_true", help="run eagerly, not as CUDA graphs")
     ap.add_argument("--cpu", action="store_true")
+    ap.add_argument(
+        "--quick", action="store_true", help="a short run: S 16384 and 32768, bfloat16, repeat 3"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.seqs, args.dtypes, args.repeat = "16384,32768", "bfloat16", min(args.repeat, 3)
     b = Bench(args.cpu, args.repeat, graph=not args.no_graph)
     xp, n, rank = b.xp, b.world.size, b.world.rank
     h, dh = args.heads, args.head_dim
@@ -175,8 +189,10 @@ def main() -> int:
                         net.output(out, "o")
                         t, got = b.time(b.run_net(net, local))
                         err = max(b.world.comm.allgather(relative_error(xp, got, want)))
-                        add(seq, dtype, causal, f"{strategy} x{n}", layout, t,
-                            speedup=t_ref / t, err=err)  # fmt: skip
+                        what = f"{strategy} x{n}"
+                        if strategy == "ring" and not args.cpu and not b.fused():
+                            what += " (broadcasts)"
+                        add(seq, dtype, causal, what, layout, t, speedup=t_ref / t, err=err)
                         del got
                     del local, want
                 del ref

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Ring attention as a real ring on the cupy backend (NCCL send/recv on a comm stream, overlapped
+# with the block attention), from the repository root of a machine with 2 or 4 GPUs:
+#   bash gpu/run_ring.sh            # logs under $OUT (default /tmp/trtdsl-ring)
+# Steps (STEPS="check2 check4 bench2 bench4"): gpu/check_ring.py on 2 GPUs and on 4 (groups
+# [[0, 1], [2, 3]] too; where 4 are present): PASS/FAIL per case, "RING: N passed, M failed",
+# then an OVERLAP line (ring vs its compute alone + its communication alone); the CP benchmark
+# --quick on 2 and 4 GPUs (BENCH_ARGS replaces --quick). Kernels: TRTDSL_KERNEL_CACHE may point
+# at a prebuilt cache. NVLink multicast stays off.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+if ls .whl/*.whl >/dev/null 2>&1; then  # nccl4py from wheels carried in .whl/
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+        .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
+OUT=${OUT:-/tmp/trtdsl-ring}
+mkdir -p "$OUT"
+STEPS=${STEPS:-"check2 check4 bench2 bench4"}
+NGPU=$(nvidia-smi -L | wc -l)
+PY=$(command -v python3)
+MPI=(mpirun --allow-run-as-root -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
+    -x TRTDSL_KERNEL_CACHE -np)
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
+{ date -u; nvidia-smi -L; } 2>&1 | tee "$OUT/env.txt"
+step check2 420 "${MPI[@]}" 2 "$PY" gpu/check_ring.py
+if [ "$NGPU" -ge 4 ]; then
+    step check4 480 "${MPI[@]}" 4 "$PY" gpu/check_ring.py
+fi
+# shellcheck disable=SC2086
+step bench2 420 "${MPI[@]}" 2 "$PY" benchmarks/cp_attention_gpu.py ${BENCH_ARGS:---quick} --out "$OUT/cp_2gpu.md"
+if [ "$NGPU" -ge 4 ]; then
+    # shellcheck disable=SC2086
+    step bench4 420 "${MPI[@]}" 4 "$PY" benchmarks/cp_attention_gpu.py ${BENCH_ARGS:---quick} --out "$OUT/cp_4gpu.md"
+fi
+finish
