@@ -340,6 +340,49 @@ def _threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name.startswith("trtdsl-nccl-watchdog")}
 
 
+def test_waiters_raise_only_once_the_abort_is_done(monkeypatch):
+    release = threading.Event()
+    order: list[str] = []
+
+    class SlowWorld(World):
+        def abort_communicators(self):
+            release.wait(0.5)  # ncclCommAbort takes a while
+            order.append("aborted")
+            return super().abort_communicators()
+
+    world = SlowWorld(rank=0)
+    clock = Clock(0.0)
+    dog = Watchdog(world, clock=clock, thread=False, report=lambda s: None)
+    dog.attach("s", [Comm()])
+    dog.track(0, Ev(), 1.0, "n")
+    clock.t = 2.0
+    firing = threading.Thread(target=dog.poll)
+    firing.start()
+    while dog.fired is None:
+        time.sleep(0.001)
+
+    def waiter():
+        with pytest.raises(WatchdogError):
+            dog.check()
+        order.append("raised")
+
+    w = threading.Thread(target=waiter)
+    w.start()
+    time.sleep(0.02)
+    assert order == []  # fired, abort still running: the waiter has not raised yet
+    release.set()
+    w.join(0.5)
+    firing.join(0.5)
+    assert order == ["aborted", "raised"] and world.aborts == 1
+    monkeypatch.setattr(wd, "ABORT_WAIT", 0.01)  # an abort that hangs: raise anyway
+    hung = Watchdog(World(), thread=False)
+    hung._fired = "rank 3: stuck"
+    t0 = time.monotonic()
+    with pytest.raises(WatchdogError, match="stuck"):
+        hung.check()
+    assert time.monotonic() - t0 < 0.2
+
+
 def test_the_thread_is_a_daemon_and_stops_when_the_last_session_detaches():
     world = World(rank=5)
     dog = Watchdog(world, interval=0.005, report=lambda s: None)
@@ -374,6 +417,47 @@ def test_the_thread_fires_by_itself_and_ends():
     assert time.monotonic() - t0 < 0.2
     dog._thread.join(0.2)
     assert not dog.running and world.aborts == 1 and len(reports) == 1
+
+
+def test_the_thread_sets_up_first_and_a_failing_set_up_is_reported():
+    ran: list[str] = []
+    reports: list[str] = []
+    dog = Watchdog(
+        World(rank=2),
+        interval=0.005,
+        report=reports.append,
+        setup=lambda: ran.append(threading.current_thread().name),
+    )
+    dog.attach("s", [Comm()])
+    dog.stop()
+    dog._thread.join(0.2)
+    assert ran == ["trtdsl-nccl-watchdog-r2"] and reports == []
+
+    def broken():
+        raise RuntimeError("no such device")
+
+    bad = Watchdog(World(rank=2), interval=0.005, report=reports.append, setup=broken)
+    bad.attach("s", [Comm()])
+    time.sleep(0.02)
+    assert bad.running  # still watching
+    bad.stop()
+    bad._thread.join(0.2)
+    assert reports == ["[trtdsl] rank 2: NCCL watchdog set-up: no such device\n"]
+
+
+def test_the_world_device_is_selected_in_the_thread(monkeypatch):
+    used: list[int] = []
+    fake = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(
+            Device=lambda i: types.SimpleNamespace(use=lambda: used.append(i))
+        )
+    )
+    monkeypatch.setattr("trtdsl.backends.cupy.device.cupy_module", lambda: fake)
+    world = World(rank=1, size=2)
+    world.device = 5
+    wd._use_device(world)()
+    assert used == [5]
+    assert wd._use_device(World()) is None  # no device: nothing to select
 
 
 def test_stop_all_stops_every_thread():

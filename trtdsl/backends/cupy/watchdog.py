@@ -60,6 +60,8 @@ INTERVAL = 0.01
 NOTICE_GRACE = 1.0
 #: A wait only yields (no sleep) for this long (s), then sleeps a tenth of the time waited.
 SPIN = 2e-3
+#: A fired watchdog's waiters raise once its abort is done, or after this many seconds.
+ABORT_WAIT = 10.0
 #: At most this many collectives are named in a report.
 MAX_NAMED = 8
 
@@ -172,8 +174,9 @@ def mpi_notices(world: Any) -> tuple[Callable[[], int | None] | None, Callable[[
 class Watchdog:
     """Tracks one NCCL world's in-flight work; see the module docstring.
 
-    ``clock``, ``sleep``, ``peek``, ``notify`` and ``report`` are injectable (tests);
-    ``thread=False`` never starts a thread (call :meth:`poll` yourself).
+    ``clock``, ``peek``, ``notify`` and ``report`` are injectable (tests); ``setup`` runs
+    first in the thread (select the world's CUDA device, so the event queries do not make a
+    context on device 0); ``thread=False`` never starts a thread (call :meth:`poll` yourself).
     """
 
     def __init__(
@@ -186,17 +189,19 @@ class Watchdog:
         notify: Callable[[str], Any] | None = None,
         report: Callable[[str], Any] = emit,
         notice_grace: float = NOTICE_GRACE,
+        setup: Callable[[], Any] | None = None,
         thread: bool = True,
     ) -> None:
         self._world = weakref.ref(world)
         self.rank = int(world.rank)
         self.clock, self.interval, self.notice_grace = clock, interval, notice_grace
-        self._peek, self._notify, self._report = peek, notify, report
+        self._peek, self._notify, self._report, self._setup = peek, notify, report, setup
         self._use_thread = thread
         self._lock = threading.Lock()
         self._lanes: dict[Hashable, deque[Work]] = {}
         self._owners: dict[int, list[ErrorSource]] = {}
         self._fired: str | None = None
+        self._settled = threading.Event()  # set once the firing's abort and notice are done
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -239,8 +244,10 @@ class Watchdog:
             self._lanes.setdefault(lane, deque()).append(work)
 
     def check(self) -> None:
-        """Raise WatchdogError if the watchdog fired."""
+        """Raise WatchdogError if the watchdog fired (once its abort is done, or after
+        ``ABORT_WAIT`` seconds if ncclCommAbort itself hangs)."""
         if self._fired is not None:
+            self._settled.wait(ABORT_WAIT)
             raise WatchdogError(self._fired)
 
     def wait(self, event: Event, sleep: Callable[[float], Any] = time.sleep) -> None:
@@ -279,6 +286,11 @@ class Watchdog:
         self._stop.set()
 
     def _run(self, stop: threading.Event) -> None:
+        try:
+            if self._setup is not None:
+                self._setup()
+        except Exception as e:  # noqa: BLE001 - watch anyway (queries may still work)
+            self._report(f"[trtdsl] rank {self.rank}: NCCL watchdog set-up: {e}\n")
         while not stop.wait(self.interval):
             try:
                 if self.poll():
@@ -367,6 +379,7 @@ class Watchdog:
                 self._notify(reason)
             except Exception as e:  # noqa: BLE001 - the abort hook still ends the job
                 self._report(f"[trtdsl] rank {self.rank}: failure notice not sent: {e}\n")
+        self._settled.set()
         self._stop.set()
         return True
 
@@ -384,8 +397,23 @@ def watchdog_for(world: AbortableWorld) -> Watchdog:
         dog = _BY_WORLD.get(world)
         if dog is None:
             peek, notify = mpi_notices(world)
-            dog = _BY_WORLD[world] = Watchdog(world, peek=peek, notify=notify)
+            setup = _use_device(world)
+            dog = _BY_WORLD[world] = Watchdog(world, peek=peek, notify=notify, setup=setup)
         return dog
+
+
+def _use_device(world: Any) -> Callable[[], Any] | None:
+    """Select the world's CUDA device (``NcclWorld.device``) in the calling thread."""
+    device = getattr(world, "device", None)
+    if not isinstance(device, int):
+        return None
+
+    def use() -> None:
+        from .device import cupy_module
+
+        cupy_module().cuda.Device(device).use()
+
+    return use
 
 
 def session_watchdog(
