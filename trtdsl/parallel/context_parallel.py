@@ -8,7 +8,9 @@ Rank ``r`` of ``N`` holds the contiguous tokens ``[r*S/N, (r+1)*S/N)`` of q, k a
 - :class:`AllGatherKVAttention` - one all_gather of K and V, then local attention of the
   rank's queries against the full sequence (per-rank causal mask constant).
 - :class:`RingAttention` - N broadcasts (TensorRT has no send/recv): at step ``t`` every rank
-  receives rank ``t``'s K/V block and merges its block attention with an online softmax.
+  receives rank ``t``'s K/V block and merges its block attention with an online softmax. The
+  layers form a ``ring_attention`` region, which the cupy backend runs as a real ring (NCCL
+  send/recv overlapped with compute).
 - :class:`UlyssesAttention` - all_to_all from sequence-split to head-split, full-sequence
   attention on ``heads/N`` heads, all_to_all back.
 
@@ -214,9 +216,9 @@ class RingAttention(ContextParallelAttention):
     name: ClassVar[str] = "ring"
 
     def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
-        net = q.network
+        net: Any = q.network  # a Network (layers, add_region)
         since = len(net.layers)
-        h, s, _ = q.shape
+        s = q.shape[1]
         segments = [self.segments(j, n, s) for j in range(n)]
         out = self._broadcast_ring(q, k, v, idx, n, scale, segments)
         params = {
@@ -229,8 +231,9 @@ class RingAttention(ContextParallelAttention):
             "groups": self.groups,
             "q_chunk": self.q_chunk,
         }
-        net.add_region("ring_attention", (q, k, v), (out,), since=since, params=params,
-                       name=self.layer_name)  # fmt: skip
+        net.add_region(
+            "ring_attention", (q, k, v), (out,), since=since, params=params, name=self.layer_name
+        )
         return out
 
     def _broadcast_ring(
