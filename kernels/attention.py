@@ -3,10 +3,14 @@
 ``flash_attention`` takes q [..., H, Sq, D], k/v [..., H, Sk, D] (fp16 or bf16, D in 32, 64,
 128, 256) and returns o [..., H, Sq, D] in q's dtype and, when asked, lse [..., H, Sq] float32
 (natural log of the softmax denominator of the scaled scores; -inf for rows with no key).
+Two kernels compute it: the pointer one (``attention_fwd``, tiles in ``configs.py``) and, when
+``tma_configs.use_tma()`` and the arrays qualify, the TMA one (``attention_fwd_tma``, tiles in
+``tma_configs.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -16,6 +20,7 @@ from .compile import CompiledKernel, compile_kernel
 from .configs import AttentionConfig, attention_config, attention_spec, merge_spec
 from .errors import KernelArgumentError, KernelLaunchError
 from .launch import launch
+from .tma_configs import TmaConfig, tma_compatible, tma_config, tma_spec, use_tma
 from .validate import check_attention, check_merge
 
 LOG2E = 1.4426950408889634
@@ -26,8 +31,8 @@ def _kernel(kind: str, *variant: Any) -> CompiledKernel:
     """The compiled variant, memoized in-process (the disk cache costs a read and a hash)."""
     key = (kind, *variant)
     if key not in _compiled:
-        spec = attention_spec(*variant) if kind == "attn" else merge_spec(*variant)
-        _compiled[key] = compile_kernel(spec)
+        make = {"attn": attention_spec, "tma": tma_spec, "merge": merge_spec}[kind]
+        _compiled[key] = compile_kernel(make(*variant))
     return _compiled[key]
 
 
@@ -65,6 +70,42 @@ def _device_of(*xs: Any) -> int:
     return ids.pop()
 
 
+def _bsd_strides(x: Any) -> tuple[int, int, int]:
+    """The element strides of a [BH, S, D] array."""
+    st = x.strides
+    return (st[0] // x.itemsize, st[1] // x.itemsize, st[2] // x.itemsize)
+
+
+def tma_qualifies(q3: Any, k3: Any, v3: Any, o: Any) -> bool:
+    """Whether these [BH, S, D] arrays can be TMA descriptors (``tma_configs.tma_compatible``)."""
+    xs = (q3, k3, v3, o)
+    return tma_compatible([int(x.data.ptr) for x in xs], [_bsd_strides(x) for x in xs], q3.itemsize)
+
+
+def pick_tma(q3: Any, k3: Any, v3: Any, o: Any, dtype: str, causal: bool) -> TmaConfig | None:
+    """The TMA tile ``flash_attention`` runs with, or None for the pointer kernel: the switch
+    is on (``use_tma()``), the variant is in ``TMA_CONFIGS`` and the arrays qualify."""
+    if not use_tma():
+        return None
+    cfg = tma_config(q3.shape[-1], dtype, causal)
+    return cfg if cfg is not None and tma_qualifies(q3, k3, v3, o) else None
+
+
+def _on_stream(stream: Any) -> Any:
+    """A context with ``stream`` as CuPy's current stream (a no-op for None): the scratch the
+    launcher takes from CuPy's pool, freed when the launch returns, is then reused only by
+    work queued on that stream after the kernel."""
+    if stream is None:
+        return contextlib.nullcontext()
+    cp = _cupy()
+    if hasattr(stream, "ptr"):  # a CuPy stream (as in launch.as_stream)
+        return stream
+    handle = stream if isinstance(stream, int) else int(stream.__cuda_stream__()[1])
+    if handle == cp.cuda.get_current_stream().ptr:
+        return contextlib.nullcontext()
+    return cp.cuda.ExternalStream(handle)
+
+
 def attention_forward(
     q3: Any,
     k3: Any,
@@ -78,19 +119,31 @@ def attention_forward(
     k_offset: int = 0,
     dtype: str,
     config: AttentionConfig | None = None,
+    tma: TmaConfig | None = None,
     stream: Any = None,
 ) -> None:
     """Low-level launch on prepared buffers (no checks beyond what the kernel needs).
 
     q3 [BH, Sq, D], k3/v3 [BH, Sk, D], o [BH, Sq, D]: CuPy arrays with unit last stride,
     16-byte aligned, other strides multiples of 16 elements; lse [BH, Sq] float32 contiguous
-    or None. ``config`` overrides the table (for tuning sweeps).
+    or None. ``config`` overrides the pointer kernel's table (for tuning sweeps); ``tma`` runs
+    the TMA kernel with that tile instead (strides then need only be multiples of 16 bytes;
+    KernelArgumentError if the arrays cannot be TMA descriptors).
     """
     bh, sq, d = q3.shape
     if not (bh and sq):
         return
-    cfg = config or attention_config(d, dtype, bool(causal))
-    ck = _kernel("attn", d, dtype, bool(causal), config)
+    if tma is not None and not tma_qualifies(q3, k3, v3, o):
+        raise KernelArgumentError(
+            f"the TMA attention kernel needs 16-byte aligned q/k/v/o with unit last stride and "
+            f"16-byte multiples for the others; strides (elements) q {_bsd_strides(q3)}, k "
+            f"{_bsd_strides(k3)}, v {_bsd_strides(v3)}, o {_bsd_strides(o)}"
+        )
+    if tma is not None:
+        ck, block_m = _kernel("tma", d, dtype, bool(causal), tma), tma.block_m
+    else:
+        cfg = config or attention_config(d, dtype, bool(causal))
+        ck, block_m = _kernel("attn", d, dtype, bool(causal), config), cfg.block_m
     item = q3.itemsize
     strides = [s // item for x in (q3, k3, v3, o) for s in x.strides[:2]]
     args = [np.uint64(x.data.ptr) for x in (q3, k3, v3, o)]
@@ -98,8 +151,9 @@ def attention_forward(
     args += [np.int64(s) for s in strides]
     args += [np.int32(sq), np.int32(k3.shape[1]), np.int32(q_offset), np.int32(k_offset)]
     args += [np.float32(scale * LOG2E), np.int32(0 if lse is None else 1)]
-    grid = (math.ceil(sq / cfg.block_m), bh, 1)
-    launch(ck, grid, args, device=int(q3.device.id), stream=stream)
+    grid = (math.ceil(sq / block_m), bh, 1)
+    with _on_stream(stream) if ck.global_scratch_size else contextlib.nullcontext():
+        launch(ck, grid, args, device=int(q3.device.id), stream=stream)
 
 
 def flash_attention(
@@ -134,6 +188,7 @@ def flash_attention(
         attention_forward(
             q3, k3, v3, o, lse, scale=scale, causal=causal, q_offset=q_offset,
             k_offset=k_offset, dtype=p.dtype, stream=stream,
+            tma=pick_tma(q3, k3, v3, o, p.dtype, bool(causal)),
         )  # fmt: skip
     o = o.reshape(p.lead + (p.seq_q, p.head_dim))
     return o, (lse.reshape(p.lead + (p.seq_q,)) if lse is not None else None)

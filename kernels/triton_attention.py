@@ -28,6 +28,38 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
 
 
 @_jit
+def _softmax_step(
+    qk,
+    l_i,
+    m_i,
+    offs_m,
+    offs_n,
+    seq_k,
+    shift,
+    qk_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """One key block of the online softmax: scores ``qk`` [M, N] (unscaled, f32) of rows
+    ``offs_m`` against keys ``offs_n``; returns (p [M, N], new l_i, new m_i, alpha [M]), the
+    caller rescaling its accumulator by alpha. ``MASKED``: drop keys >= seq_k and, with
+    ``CAUSAL``, keys past ``row + shift`` (a row with no key yet keeps m = -inf, p = 0)."""
+    if MASKED:
+        allowed = (offs_n < seq_k)[None, :]
+        if CAUSAL:
+            allowed = allowed & (offs_n[None, :] <= offs_m[:, None] + shift)
+        qk = tl.where(allowed, qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+    else:
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = m_ij
+    p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    return p, l_i * alpha + tl.sum(p, 1), m_ij, alpha
+
+
+@_jit
 def _attn_blocks(
     acc,
     l_i,
@@ -61,19 +93,9 @@ def _attn_blocks(
         else:
             k = tl.load(k_ptrs)
         qk = tl.dot(q, tl.trans(k))
-        if MASKED:
-            allowed = in_k[None, :]
-            if CAUSAL:
-                allowed = allowed & (offs_n[None, :] <= offs_m[:, None] + shift)
-            qk = tl.where(allowed, qk, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-        else:
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            m_use = m_ij
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, l_i, m_ij, alpha = _softmax_step(
+            qk, l_i, m_i, offs_m, offs_n, seq_k, shift, qk_scale, MASKED, CAUSAL
+        )
         acc = acc * alpha[:, None]
         if MASKED:
             v = tl.load(v_ptrs, mask=in_k[:, None], other=0.0)
@@ -82,6 +104,36 @@ def _attn_blocks(
         acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_ij
     return acc, l_i, m_i
+
+
+@_jit
+def _key_range(
+    start_m, seq_k, shift, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr
+):
+    """(full_hi, hi) for the query block at ``start_m``: key blocks [0, full_hi) need no mask
+    (every key exists and, with ``CAUSAL``, is allowed for every row of the block); blocks
+    [full_hi, hi) are masked; keys from ``hi`` on are allowed for no row."""
+    full_k = (seq_k // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        hi = tl.minimum(seq_k, tl.maximum(0, shift + start_m + BLOCK_M))
+        unmasked = (tl.maximum(0, shift + start_m + 1) // BLOCK_N) * BLOCK_N
+        full_hi = tl.minimum(full_k, unmasked)
+    else:
+        hi = seq_k
+        full_hi = full_k
+    return full_hi, hi
+
+
+@_jit
+def _normalize(acc, l_i):
+    """O = acc / l row by row; rows with no allowed key (l = 0) stay 0."""
+    return acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+
+
+@_jit
+def _lse(l_i, m_i):
+    """Natural-log softmax denominator from the base-2 running (l, m); -inf where l = 0."""
+    return tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_i)) * 0.6931471805599453)
 
 
 @_jit
@@ -123,14 +175,7 @@ def attention_fwd(
     q = tl.load(q_ptrs, mask=in_q[:, None], other=0.0)
 
     shift = q_offset - k_offset  # key j allowed for row i iff j <= i + shift
-    full_k = (seq_k // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        hi = tl.minimum(seq_k, tl.maximum(0, shift + start_m + BLOCK_M))
-        unmasked = (tl.maximum(0, shift + start_m + 1) // BLOCK_N) * BLOCK_N
-        full_hi = tl.minimum(full_k, unmasked)
-    else:
-        hi = seq_k
-        full_hi = full_k
+    full_hi, hi = _key_range(start_m, seq_k, shift, BLOCK_M, BLOCK_N, CAUSAL)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -146,13 +191,193 @@ def attention_fwd(
         full_hi, hi, seq_k, shift, qk_scale, BLOCK_N, True, CAUSAL,
     )  # fmt: skip
 
-    empty = l_i == 0.0
-    o = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o = _normalize(acc, l_i)
     o_ptrs = O + bh * stride_ob + offs_m[:, None] * stride_om + offs_d[None, :]
     tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=in_q[:, None])
     if write_lse != 0:
-        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_i)) * 0.6931471805599453)
-        tl.store(LSE + bh * seq_q + offs_m, lse, mask=in_q)
+        tl.store(LSE + bh * seq_q + offs_m, _lse(l_i, m_i), mask=in_q)
+
+
+@_jit
+def _tma_blocks(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_desc,
+    v_desc,
+    bh,
+    offs_m,
+    lo,
+    hi,
+    seq_k,
+    shift,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """``_attn_blocks`` with K/V tiles fetched by TMA from [BH, Sk, D] descriptors (rows past
+    Sk arrive as zeros; ``MASKED`` blocks still drop their scores)."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        k = k_desc.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        qk = tl.dot(q, tl.trans(k))
+        p, l_i, m_ij, alpha = _softmax_step(
+            qk, l_i, m_i, offs_m, start_n + offs_n0, seq_k, shift, qk_scale, MASKED, CAUSAL
+        )
+        acc = acc * alpha[:, None]
+        v = v_desc.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@_jit
+def _tma_blocks2(
+    acc0,
+    l0,
+    m0,
+    acc1,
+    l1,
+    m1,
+    q0,
+    q1,
+    k_desc,
+    v_desc,
+    bh,
+    offs_m0,
+    offs_m1,
+    lo,
+    hi,
+    seq_k,
+    shift,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    """``_tma_blocks`` for two row-blocks sharing each K/V tile, in the order qk0, qk1,
+    softmax 0, pv0, softmax 1, pv1: each softmax can overlap the other block's async wgmma."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in tl.range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + offs_n0
+        kt = tl.trans(k_desc.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM))
+        qk0 = tl.dot(q0, kt)
+        qk1 = tl.dot(q1, kt)
+        p0, l0, m0n, a0 = _softmax_step(
+            qk0, l0, m0, offs_m0, offs_n, seq_k, shift, qk_scale, MASKED, CAUSAL
+        )
+        v = v_desc.load([bh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        acc0 = tl.dot(p0.to(v.dtype), v, acc0 * a0[:, None])
+        p1, l1, m1n, a1 = _softmax_step(
+            qk1, l1, m1, offs_m1, offs_n, seq_k, shift, qk_scale, MASKED, CAUSAL
+        )
+        acc1 = tl.dot(p1.to(v.dtype), v, acc1 * a1[:, None])
+        m0 = m0n
+        m1 = m1n
+    return acc0, l0, m0, acc1, l1, m1
+
+
+@_jit
+def _tma_store(o_desc, LSE, acc, l_i, m_i, bh, start, offs_m, seq_q, write_lse, ROWS: tl.constexpr,
+               HEAD_DIM: tl.constexpr):  # fmt: skip
+    """O rows [start, start + ROWS) of head ``bh`` by TMA (rows past Sq are clipped), LSE by
+    pointer (masked)."""
+    o = _normalize(acc, l_i).to(o_desc.dtype)
+    o_desc.store([bh, start, 0], o.reshape(1, ROWS, HEAD_DIM))
+    if write_lse != 0:
+        tl.store(LSE + bh.to(tl.int64) * seq_q + offs_m, _lse(l_i, m_i), mask=offs_m < seq_q)
+
+
+@_jit
+def attention_fwd_tma(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    stride_qb,
+    stride_qm,
+    stride_kb,
+    stride_kn,
+    stride_vb,
+    stride_vn,
+    stride_ob,
+    stride_om,
+    seq_q,
+    seq_k,
+    q_offset,
+    k_offset,
+    qk_scale,
+    write_lse,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    SPLIT: tl.constexpr,
+):
+    """``attention_fwd`` (same arguments, grid and results) loading Q/K/V and storing O by TMA
+    through [BH, S, D] tensor descriptors made in the kernel (512 bytes of global scratch per
+    program). Needs 16-byte aligned Q/K/V/O and strides that are multiples of 16 bytes.
+    ``SPLIT`` 2: the program's BLOCK_M rows are two row-blocks of BLOCK_M / 2 sharing each
+    K/V tile (``_tma_blocks2``)."""
+    pid_m = tl.program_id(0)
+    if CAUSAL:  # the longest rows first, so the short ones fill the last wave
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    bh = tl.program_id(1)
+    n_bh = tl.num_programs(1)
+    start_m = pid_m * BLOCK_M
+    ROWS: tl.constexpr = BLOCK_M // SPLIT
+    q_desc = tl.make_tensor_descriptor(
+        Q, [n_bh, seq_q, HEAD_DIM], [stride_qb, stride_qm, 1], [1, ROWS, HEAD_DIM]
+    )
+    k_desc = tl.make_tensor_descriptor(
+        K, [n_bh, seq_k, HEAD_DIM], [stride_kb, stride_kn, 1], [1, BLOCK_N, HEAD_DIM]
+    )
+    v_desc = tl.make_tensor_descriptor(
+        V, [n_bh, seq_k, HEAD_DIM], [stride_vb, stride_vn, 1], [1, BLOCK_N, HEAD_DIM]
+    )
+    o_desc = tl.make_tensor_descriptor(
+        O, [n_bh, seq_q, HEAD_DIM], [stride_ob, stride_om, 1], [1, ROWS, HEAD_DIM]
+    )
+    shift = q_offset - k_offset  # key j allowed for row i iff j <= i + shift
+    full_hi, hi = _key_range(start_m, seq_k, shift, BLOCK_M, BLOCK_N, CAUSAL)
+    offs_m0 = start_m + tl.arange(0, ROWS)
+    q0 = q_desc.load([bh, start_m, 0]).reshape(ROWS, HEAD_DIM)
+    m0 = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+    l0 = tl.zeros([ROWS], dtype=tl.float32)
+    acc0 = tl.zeros([ROWS, HEAD_DIM], dtype=tl.float32)
+    if SPLIT == 1:
+        acc0, l0, m0 = _tma_blocks(
+            acc0, l0, m0, q0, k_desc, v_desc, bh, offs_m0, 0, full_hi, seq_k, shift, qk_scale,
+            HEAD_DIM, BLOCK_N, False, CAUSAL,
+        )  # fmt: skip
+        acc0, l0, m0 = _tma_blocks(
+            acc0, l0, m0, q0, k_desc, v_desc, bh, offs_m0, full_hi, hi, seq_k, shift, qk_scale,
+            HEAD_DIM, BLOCK_N, True, CAUSAL,
+        )  # fmt: skip
+    else:
+        offs_m1 = offs_m0 + ROWS
+        q1 = q_desc.load([bh, start_m + ROWS, 0]).reshape(ROWS, HEAD_DIM)
+        m1 = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+        l1 = tl.zeros([ROWS], dtype=tl.float32)
+        acc1 = tl.zeros([ROWS, HEAD_DIM], dtype=tl.float32)
+        acc0, l0, m0, acc1, l1, m1 = _tma_blocks2(
+            acc0, l0, m0, acc1, l1, m1, q0, q1, k_desc, v_desc, bh, offs_m0, offs_m1,
+            0, full_hi, seq_k, shift, qk_scale, HEAD_DIM, BLOCK_N, False, CAUSAL,
+        )  # fmt: skip
+        acc0, l0, m0, acc1, l1, m1 = _tma_blocks2(
+            acc0, l0, m0, acc1, l1, m1, q0, q1, k_desc, v_desc, bh, offs_m0, offs_m1,
+            full_hi, hi, seq_k, shift, qk_scale, HEAD_DIM, BLOCK_N, True, CAUSAL,
+        )  # fmt: skip
+        _tma_store(o_desc, LSE, acc1, l1, m1, bh, start_m + ROWS, offs_m1, seq_q, write_lse,
+                   ROWS, HEAD_DIM)  # fmt: skip
+    _tma_store(o_desc, LSE, acc0, l0, m0, bh, start_m, offs_m0, seq_q, write_lse, ROWS, HEAD_DIM)
 
 
 @_jit
