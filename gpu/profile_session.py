@@ -5,7 +5,8 @@
 For a one-all_reduce network at 1 KiB and 1 MiB (fp32): the host cost of enqueueing one call
 (mean over 2000 back-to-back calls, then one sync) and the latency (median of call + sync) for
 nccl4py's ``Communicator.allreduce``, our prepared call (int pointers), ``session.run`` (device
-outputs; eager), and a CUDA-graph session; then cProfile's top functions of ``session.run``.
+outputs; eager; with and without the NCCL watchdog), and a CUDA-graph session; then
+cProfile's top functions of ``session.run``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> int:
         net = td.Network("ar", world=world)
         net.output(net.input("x", (elems,)).all_reduce(), "y")
         sess = net.compile(backend="cupy", return_device=True)
+        bare = net.compile(backend="cupy", return_device=True, nccl_timeout=None)
         gnet = td.Network("ar_graph", world=world)
         gnet.output(gnet.input("x", (elems,)).all_reduce(), "y")
         graph = gnet.compile(backend="cupy", return_device=True, cuda_graph=True)
@@ -50,6 +52,7 @@ def main() -> int:
             "nccl4py": lambda: direct.allreduce(x, out, core.SUM, stream=stream.ptr),
             "prepared": lambda: prepared(x.data.ptr, out.data.ptr, elems, stream.ptr),
             "session": lambda: sess.run({"x": x}),
+            "no watchdog": lambda: bare.run({"x": x}),
             "session out=": lambda: sess.run({"x": x}, out={"y": out}),
             "graph session": lambda: graph.run({"x": x}),
         }
@@ -88,6 +91,7 @@ def main() -> int:
                 pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
                 print(buf.getvalue())
         sess.close()
+        bare.close()
         graph.close()
     if rank == 0:
         print(f"{n} ranks; us per call (slowest rank)")

@@ -36,6 +36,9 @@ from .cupy.watchdog import (
 from .cupy.world import BoundCollective
 from .session import Session, agree_once, validate_check
 
+#: Events a session re-records round robin to mark its calls for the watchdog (an event still
+#: queued when re-recorded marks later work: its call only looks unfinished for longer).
+_WATCH_EVENTS = 64
 #: cudaMemcpyKind cudaMemcpyDeviceToDevice
 _DEVICE_TO_DEVICE = 3
 OPTIONS = ("check", "cuda_graph", "return_device", "stream", "nccl_timeout")
@@ -132,6 +135,8 @@ class CupySession(Session):
         comms = list(self._collectives.comms.values())
         self._watch = session_watchdog(network, comms, opts["nccl_timeout"])
         self._timeout, self._last = opts["nccl_timeout"], None
+        self._watch_events: list[Any] = []
+        self._watch_next = 0
         if self._watch is not None:  # NCCL work is tracked; waits for the GPU go through it
             self._what = describe_collectives(network)
             self._watch.attach(self, comms)
@@ -156,7 +161,11 @@ class CupySession(Session):
         watchdog; ``wait``: wait for it through the watchdog (WatchdogError if it fires)."""
         cp = self.cp
         s = cp.cuda.get_current_stream() if stream is None else stream
-        ev = self._last = cp.cuda.Event(block=False, disable_timing=True)
+        pool, i = self._watch_events, self._watch_next
+        if len(pool) < _WATCH_EVENTS:  # made on first use, then re-recorded round robin
+            pool.append(cp.cuda.Event(block=False, disable_timing=True))
+        self._watch_next = (i + 1) % _WATCH_EVENTS
+        ev = self._last = pool[i]
         ev.record(s)
         self._watch.track(s.ptr, ev, self._timeout, self._what)
         if wait:

@@ -121,7 +121,7 @@ class AbortableWorld(Protocol):
     def abort_communicators(self) -> int: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Work:
     """One tracked call: done when ``event`` is; overdue after ``deadline`` (clock seconds)."""
 
