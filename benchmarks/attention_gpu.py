@@ -10,7 +10,16 @@ functions, never by the kernels.
 ``--sweep`` instead times candidate tile configs of our kernel (for the table in
 ``kernels/configs.py``). ``--quick`` is a short run (16k only, bf16, head_dim 128).
 
-    python3 benchmarks/attention_gpu.py [--quick] [--sweep] [--out table.md]
+``--sweep-tma`` times, on the same inputs and round-robin (each round runs every kernel once,
+so clock drift hits all alike), cuDNN SDPA, our pointer kernel (its table tile) and every TMA
+candidate of ``kernels/tma_configs.py``; one table with TFLOP/s, the ratio to cuDNN and each
+kernel's error against cuDNN, then the best TMA tile per (head_dim, mask) by the geometric mean
+of its ratio to cuDNN over lengths and dtypes, and the ``_BY_HEAD_DIM`` lines to paste.
+Defaults there: 16k/32k/64k tokens, 10 rounds after 2 warm-up rounds. The kernels it needs are
+compiled first, in parallel, into ``$TRTDSL_KERNEL_CACHE`` (cache hits are free);
+``--compile-only`` does just that and needs no GPU (run it where the cache is prepared).
+
+    python3 benchmarks/attention_gpu.py [--quick] [--sweep | --sweep-tma] [--out table.md]
 
 A second part (context-parallel strategies on 2 and 4 GPUs) is to be added as another entry of
 ``PARTS``; ``main`` runs the parts named by ``--parts``.
@@ -19,6 +28,8 @@ A second part (context-parallel strategies on 2 and 4 GPUs) is to be added as an
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -27,13 +38,17 @@ from typing import Any
 
 try:
     import trtdsl.kernels as K
+    from trtdsl.kernels import tma_configs as TC
     from trtdsl.kernels.attention import attention_forward
-    from trtdsl.kernels.configs import AttentionConfig, attention_config
+    from trtdsl.kernels.compile import compile_kernel
+    from trtdsl.kernels.configs import AttentionConfig, KernelSpec, attention_config, attention_spec
 except ImportError:  # run from a checkout where kernels/ is not installed under trtdsl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import kernels as K
+    from kernels import tma_configs as TC
     from kernels.attention import attention_forward
-    from kernels.configs import AttentionConfig, attention_config
+    from kernels.compile import compile_kernel
+    from kernels.configs import AttentionConfig, KernelSpec, attention_config, attention_spec
 
 SWEEP: dict[int, list[AttentionConfig]] = {  # candidates left after the first sweep
     64: [
@@ -110,11 +125,13 @@ class Problem:
         self.o = cp.empty_like(self.cq)
         self.dtype, self.scale, self.s, self.heads, self.d = dtype, d**-0.5, s, heads, d
 
-    def ours(self, causal: bool, config: AttentionConfig | None = None) -> Callable[[], None]:
+    def ours(
+        self, causal: bool, config: AttentionConfig | None = None, tma: TC.TmaConfig | None = None
+    ) -> Callable[[], None]:
         def run() -> None:
             attention_forward(
                 self.cq, self.ck, self.cv, self.o, None, scale=self.scale, causal=causal,
-                dtype=self.dtype, config=config,
+                dtype=self.dtype, config=config, tma=tma,
             )  # fmt: skip
 
         return run
@@ -226,6 +243,176 @@ def run_sweep(args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
+def tma_sweep_specs(args: argparse.Namespace) -> list[KernelSpec]:
+    """Every kernel ``--sweep-tma`` launches: the pointer kernel's table tiles and the TMA
+    candidates, for the head_dims and dtypes asked, full and causal."""
+    specs = []
+    for d in args.head_dims:
+        for dt in args.dtypes:
+            for c in (False, True):
+                specs.append(attention_spec(d, dt, c))
+                specs += [TC.tma_spec(d, dt, c, cfg) for cfg in TC.CANDIDATES.get(d, ())]
+    return specs
+
+
+def precompile(specs: list[KernelSpec], jobs: int) -> None:
+    """Compile ``specs`` into the disk cache in ``jobs`` processes (spawned: no CUDA state
+    inherited); a failure is printed, not raised (that candidate then fails when timed)."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        futures = [(spec, ex.submit(compile_kernel, spec)) for spec in specs]
+        built = 0
+        for spec, fut in futures:
+            try:
+                built += not fut.result().from_cache
+            except Exception as e:
+                print(f"  compile failed: {spec.fn_name} {spec.constexprs} {spec.options}: {e}")
+    dt = time.perf_counter() - t0
+    print(
+        f"kernels: {len(specs)} needed, {built} compiled ({dt:.1f}s, {jobs} processes)", flush=True
+    )
+
+
+def round_robin_ms(fns: list[Callable[[], Any]], reps: int, warmup: int) -> list[float]:
+    """Median ms of each of ``fns`` over ``reps`` rounds (each round times every fn once, with
+    CUDA events on the current stream) after ``warmup`` untimed rounds; inf for one that
+    raises."""
+    import cupy as cp
+
+    times: list[list[float]] = [[] for _ in fns]
+    dead = [False] * len(fns)
+    for r in range(warmup + reps):
+        for i, fn in enumerate(fns):
+            if dead[i]:
+                continue
+            start, end = cp.cuda.Event(), cp.cuda.Event()
+            try:
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+            except Exception as e:
+                print(f"  kernel {i} failed: {type(e).__name__}: {e}", flush=True)
+                dead[i] = True
+                continue
+            if r >= warmup:
+                times[i].append(cp.cuda.get_elapsed_time(start, end))
+    return [statistics.median(t) if t and not d else float("inf") for t, d in zip(times, dead)]
+
+
+def tma_code(cfg: TC.TmaConfig) -> str:
+    """``TmaConfig(128, 64, 8, 3)`` (extra fields only where set), for pasting."""
+    extra = (f", split={cfg.split}" if cfg.split > 1 else "") + (
+        f", maxnreg={cfg.maxnreg}" if cfg.maxnreg else ""
+    )
+    return f"TmaConfig({cfg.block_m}, {cfg.block_n}, {cfg.num_warps}, {cfg.num_stages}{extra})"
+
+
+def summarize_tma(ratios: dict[tuple[int, bool, str], list[float]], bad: set) -> str:
+    """Best TMA tile per (head_dim, mask) by the geometric mean of its TFLOP/s over cuDNN's."""
+
+    def geo(xs: list[float]) -> float:
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs and min(xs) > 0 else 0.0
+
+    rows = [
+        "| D | mask | pointer vs cuDNN | best TMA tile | TMA vs cuDNN (min-max) | TMA / pointer "
+        "| second TMA tile | its vs cuDNN |",
+        "| ---: | --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    paste = ["_BY_HEAD_DIM: dict[tuple[int, bool], TmaConfig] = {"]
+    for d, causal in sorted({(d, c) for d, c, _ in ratios}):
+        ptr = geo(ratios.get((d, causal, "pointer"), []))
+        ranked = sorted(
+            ((geo(v), k) for (dd, c, k), v in ratios.items()
+             if dd == d and c == causal and k != "pointer" and (d, causal, k) not in bad),
+            reverse=True,
+        )  # fmt: skip
+        if not ranked:
+            continue
+        (g1, best), second = ranked[0], (ranked[1] if len(ranked) > 1 else (0.0, "-"))
+        lo, hi = min(ratios[(d, causal, best)]), max(ratios[(d, causal, best)])
+        mask = "causal" if causal else "full"
+        rows.append(
+            f"| {d} | {mask} | {ptr:.2f} | {best} | {g1:.2f} ({lo:.2f}-{hi:.2f}) | "
+            f"{g1 / ptr if ptr else float('nan'):.2f} | {second[1]} | {second[0]:.2f} |"
+        )
+        cfg = next(c for c in TC.CANDIDATES[d] if c.label == best)
+        paste.append(f"    ({d}, {causal}): {tma_code(cfg)},")
+    paste.append("}")
+    return "\n".join(rows) + "\n\n```python\n" + "\n".join(paste) + "\n```"
+
+
+def time_tma_candidates(p: Problem, causal: bool, args: argparse.Namespace) -> list[tuple]:
+    """(kind, tile, ms, err vs cuDNN) for cuDNN, the pointer kernel (table tile) and each TMA
+    candidate on problem ``p``, timed round-robin."""
+    import torch
+
+    cfg = attention_config(p.d, p.dtype, causal)
+    runs: list[tuple[str, str, Callable[[], Any]]] = []
+    with torch.no_grad():
+        runs.append(("cuDNN", "-", p.sdpa(causal, "cudnn")))
+        ref = runs[0][2].out["o"]  # type: ignore[attr-defined]
+        tile = f"{cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
+        runs.append(("pointer", tile, p.ours(causal)))
+        runs += [("tma", c.label, p.ours(causal, tma=c)) for c in TC.CANDIDATES.get(p.d, ())]
+        ms = round_robin_ms([r[2] for r in runs], args.reps, args.warmup)
+    errs = [0.0]
+    for _, _, fn in runs[1:]:
+        try:
+            fn()
+            torch.cuda.synchronize()
+            errs.append(p.err_vs(ref))
+        except Exception:
+            errs.append(float("nan"))
+    return [(kind, tile, t, e) for (kind, tile, _), t, e in zip(runs, ms, errs)]
+
+
+def run_sweep_tma(args: argparse.Namespace) -> str:
+    """cuDNN, the pointer kernel and each TMA candidate on the same inputs, timed round-robin;
+    returns the Markdown table, then the per-(head_dim, mask) summary. A kernel whose error
+    against cuDNN exceeds 2e-2 is marked WRONG and never picked."""
+    import torch
+
+    rows = [
+        "| D | S | mask | dtype | kernel | tile | ms | TFLOP/s | vs cuDNN | err | |",
+        "| ---: | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    ratios: dict[tuple[int, bool, str], list[float]] = {}
+    bad: set[tuple[int, bool, str]] = set()
+    for d in args.head_dims:
+        for s in args.seqs:
+            for dtype in args.dtypes:
+                p = Problem(s, args.heads, d, dtype)
+                for causal in (False, True):
+                    res = time_tma_candidates(p, causal, args)
+                    f = flops(s, s, args.heads, d, causal)
+                    cudnn_ms = res[0][2]
+                    ok = [t for kind, _, t, e in res if kind == "tma" and e < 2e-2]
+                    for kind, tile, t, e in res:
+                        vs = cudnn_ms / t
+                        key = (d, causal, "pointer" if kind == "pointer" else tile)
+                        if kind != "cuDNN":
+                            ratios.setdefault(key, []).append(vs)
+                        if kind == "tma" and not e < 2e-2:
+                            bad.add(key)
+                        mark = "best TMA" if kind == "tma" and ok and t == min(ok) else ""
+                        mark = "WRONG" if not e < 2e-2 else mark
+                        line = (
+                            f"| {d} | {s} | {'causal' if causal else 'full'} | {dtype} | {kind} "
+                            f"| {tile} | {t:.2f} | {f / (t * 1e-3) / 1e12:.0f} | {vs:.2f} | "
+                            f"{e:.1e} | {mark} |"
+                        )
+                        print(line, flush=True)
+                        rows.append(line)
+                del p
+                torch.cuda.empty_cache()
+    return "\n".join(rows) + "\n\n" + summarize_tma(ratios, bad)
+
+
 PARTS: dict[str, Callable[[argparse.Namespace], str]] = {
     "single": run_single_gpu,
     # "cp": run_context_parallel,  # part two: CP strategies on 2 and 4 GPUs (to be added)
@@ -243,18 +430,47 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="16k, bf16, head_dim 128, 5 reps")
     ap.add_argument("--sweep", action="store_true", help="time candidate tile configs instead")
+    ap.add_argument(
+        "--sweep-tma",
+        action="store_true",
+        help="time the TMA candidates against the pointer kernel and cuDNN",
+    )
+    ap.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="with --sweep-tma: only compile its kernels into the cache (no GPU)",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(16, os.cpu_count() or 1),
+        help="processes compiling kernels before --sweep-tma",
+    )
     ap.add_argument("--out", default=None, help="also write the table(s) to this file")
     args = ap.parse_args()
+    if args.sweep_tma:  # its own defaults: the lengths of the issue, fewer rounds
+        args.seqs = args.seqs if "--seqs" in sys.argv else "16384,32768,65536"
+        args.reps = args.reps if "--reps" in sys.argv else 10
+        args.warmup = args.warmup if "--warmup" in sys.argv else 2
     args.seqs = [int(x) for x in args.seqs.split(",")]
     args.head_dims = [int(x) for x in args.head_dims.split(",")]
     args.dtypes = args.dtypes.split(",")
     if args.quick:
         args.seqs, args.head_dims, args.dtypes, args.reps = [16384], [128], ["bfloat16"], 5
+    if args.sweep_tma:
+        precompile(tma_sweep_specs(args), args.jobs)
+        if args.compile_only:
+            return 0
     import cupy as cp
 
     dev = cp.cuda.runtime.getDeviceProperties(0)
     print(f"device: {dev['name'].decode()}, kernels from {K.__file__}", flush=True)
-    tables = [run_sweep(args)] if args.sweep else [PARTS[p](args) for p in args.parts.split(",")]
+    if args.sweep_tma:
+        tables = [run_sweep_tma(args)]
+    elif args.sweep:
+        tables = [run_sweep(args)]
+    else:
+        tables = [PARTS[p](args) for p in args.parts.split(",")]
     text = "\n\n".join(tables)
     print("\n" + text)
     if args.out:

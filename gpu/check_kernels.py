@@ -7,11 +7,19 @@ kernel's output landed in it). Covers fp16/bf16 x head_dim 64/128 (32/256 once e
 full/causal x query/key offsets (q chunk after, before and overlapping the k chunk) x lengths
 that are not multiples of the blocks, with LSE, and the merge kernel. Prints one line per case
 and ``KERNEL CHECK: N passed, M failed``; exits non-zero on any failure.
+
+The TMA kernel (``attention_fwd_tma``, ``kernels/tma_configs.py``) is checked too (``--no-tma``
+skips it): the same attention cases through ``flash_attention`` with ``TRTDSL_ATTENTION_TMA=1``
+(each line says which kernel ran), then every sweep candidate tile directly on strided views
+(rows and heads padded, the padding of O poisoned: it must stay untouched, i.e. TMA stores clip
+at Sq and D) with offsets and lengths that are not block multiples. ``--quick`` checks the
+table's tiles only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,11 +29,15 @@ import numpy as np
 
 try:
     import trtdsl.kernels as K
+    import trtdsl.kernels.attention as A
     import trtdsl.kernels.reference as R
+    import trtdsl.kernels.tma_configs as T
 except ImportError:  # run from a checkout where kernels/ is not installed under trtdsl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import kernels as K
+    from kernels import attention as A
     from kernels import reference as R
+    from kernels import tma_configs as T
 
 TOL_O = {"float16": 1e-3, "bfloat16": 8e-3}  # ||o - ref|| / ||ref||
 TOL_LSE = 1e-4  # |lse - ref| / max(1, |ref|)
@@ -49,6 +61,14 @@ class Ctx:
         self.failed = 0
         self.poison_hits = 0
         self.poison_tries = 0
+        self.launched: list[str] = []  # kinds of the kernels attention.py looked up
+        kernel = A._kernel
+
+        def spy(kind: str, *variant: Any) -> Any:  # which kernel flash_attention launches
+            self.launched.append(kind)
+            return kernel(kind, *variant)
+
+        A._kernel = spy
 
     def np_dtype(self, name: str) -> np.dtype:
         return self.bf16 if name == "bfloat16" else np.dtype(name)
@@ -108,7 +128,10 @@ def check_attention_case(
     q_off: int,
     k_off: int,
     return_lse: bool = True,
+    kernel: str = "pointer",
 ) -> None:
+    """One flash_attention call vs the reference; ``kernel`` ("pointer" or "tma": run with
+    TRTDSL_ATTENTION_TMA set so) is the kernel flash_attention must pick (checked)."""
     cp = ctx.cp
     q = rng.standard_normal(lead + (sq, d))
     k = rng.standard_normal(lead + (sk, d))
@@ -120,6 +143,7 @@ def check_attention_case(
     ref_o, ref_lse = R.attention(hq, hk, hv, scale, causal, q_off, k_off)
     n_rows = int(np.prod(lead)) * sq
     ptrs = ctx.poison([n_rows * d * 2] + ([n_rows * 4] if return_lse else []))
+    ctx.launched.clear()
     o, lse = K.flash_attention(
         gq, gk, gv, scale=scale, causal=causal, q_offset=q_off, k_offset=k_off,
         return_lse=return_lse, as_dtype=ctx.as_dtype(dtype),
@@ -133,8 +157,10 @@ def check_attention_case(
     empty = np.isneginf(ref_lse)
     if empty.any():  # rows with no key: exactly 0
         ok = ok and bool((go[empty] == 0).all())
-    msg = f"attn {dtype} lead={lead} Sq={sq} Sk={sk} D={d} causal={causal} off=({q_off},{k_off})"
-    msg += f" o_err={e_o:.1e} empty_rows={int(empty.sum())}"
+    ran = {"tma": "tma", "attn": "pointer"}.get(ctx.launched[-1] if ctx.launched else "", "none")
+    ok = ok and ran == kernel
+    msg = f"attn[{ran}] {dtype} lead={lead} Sq={sq} Sk={sk} D={d} "
+    msg += f"causal={causal} off=({q_off},{k_off}) o_err={e_o:.1e} empty_rows={int(empty.sum())}"
     if return_lse:
         lok, e_l = check_lse(cp.asnumpy(lse).astype(np.float64), ref_lse)
         ok = ok and lok and lse.shape == ref_lse.shape
@@ -142,6 +168,71 @@ def check_attention_case(
     else:
         ok = ok and lse is None
     ctx.record(ok, msg)
+
+
+def padded(ctx: Ctx, x: Any, pad: int) -> tuple[Any, Any]:
+    """(view, buffer): ``x`` [BH, S, D] copied into a NaN-filled [BH, S + pad, D + pad] buffer
+    (16-bit storage; ``view`` is its [BH, S, D] corner: row stride D + pad, head stride
+    (S + pad)(D + pad) elements). ``buffer`` is the uint16 view of the whole allocation."""
+    bh, s, d = x.shape
+    raw = ctx.cp.full((bh, s + pad, d + pad), 0xFFFF, ctx.cp.uint16)
+    buf = raw if x.dtype == ctx.cp.uint16 else raw.view(x.dtype)
+    view = buf[:, :s, :d]
+    view[...] = x
+    return view, raw
+
+
+def check_tma_tile(
+    ctx: Ctx, rng: np.random.Generator, dtype: str, cfg: Any, d: int, causal: bool,
+    shape: tuple[int, int, int, int, int], pad: int,
+) -> None:  # fmt: skip
+    """One TMA tile launched directly (attention_forward(tma=cfg)) on padded, strided q/k/v/o
+    vs the reference; the padding of o must stay poisoned (NaN bits)."""
+    cp = ctx.cp
+    bh, sq, sk, q_off, k_off = shape
+    q, k, v = (rng.standard_normal((bh, s, d)) for s in (sq, sk, sk))
+    scale = float(rng.uniform(0.5, 1.5) / np.sqrt(d))
+    gq, gk, gv = (ctx.to_gpu(x, dtype) for x in (q, k, v))
+    hq, hk, hv = (ctx.to_host(x, dtype) for x in (gq, gk, gv))
+    ref_o, ref_lse = R.attention(hq, hk, hv, scale, causal, q_off, k_off)
+    (q3, _), (k3, _), (v3, _) = (padded(ctx, x, pad) for x in (gq, gk, gv))
+    o3, o_raw = padded(ctx, cp.zeros_like(gq), pad)
+    o_raw[...] = 0xFFFF  # poison the output, padding included
+    lse = cp.full((bh, sq), np.nan, cp.float32)
+    A.attention_forward(
+        q3, k3, v3, o3, lse, scale=scale, causal=causal, q_offset=q_off, k_offset=k_off,
+        dtype=dtype, tma=cfg,
+    )  # fmt: skip
+    cp.cuda.get_current_stream().synchronize()
+    go = ctx.to_host(cp.ascontiguousarray(o3), dtype)
+    e_o = rel(go, ref_o)
+    ok = bool(np.isfinite(go).all()) and e_o <= TOL_O[dtype]
+    empty = np.isneginf(ref_lse)
+    ok = ok and bool((go[empty] == 0).all())
+    lok, e_l = check_lse(cp.asnumpy(lse).astype(np.float64), ref_lse)
+    outside = cp.ones(o_raw.shape, dtype=bool)
+    outside[:, :sq, :d] = False
+    touched = int(cp.count_nonzero((o_raw != 0xFFFF) & outside))
+    ok = ok and lok and touched == 0
+    ctx.record(ok, f"tma {cfg.label} {dtype} BH={bh} Sq={sq} Sk={sk} D={d} causal={causal} "
+               f"off=({q_off},{k_off}) pad={pad} o_err={e_o:.1e} lse_err={e_l:.1e} "
+               f"empty_rows={int(empty.sum())} padding_written={touched}")  # fmt: skip
+
+
+def tma_tile_cases(quick: bool) -> list[tuple]:
+    """(dtype, cfg, D, causal, (BH, Sq, Sk, q_off, k_off), pad) for every candidate tile (the
+    table's only, with ``quick``), both dtypes and masks."""
+    shapes = [(3, 300, 391, 100, 37), (2, 257, 300, 0, 50)]  # overlap; first rows see no key
+    cases = []
+    for d, cands in T.CANDIDATES.items():
+        for dtype in ("float16", "bfloat16"):
+            for causal in (False, True):
+                table = T.tma_config(d, dtype, causal)
+                tiles = [table] if quick else list(dict.fromkeys(cands + (table,)))
+                for i, cfg in enumerate(t for t in tiles if t is not None):
+                    shape = shapes[i % len(shapes)]
+                    cases.append((dtype, cfg, d, causal, shape, 8 if i % 2 == 0 else 16))
+    return cases
 
 
 def check_merge_case(ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, d: int) -> None:
@@ -205,10 +296,32 @@ def attention_cases(quick: bool) -> list[tuple]:
     return cases
 
 
+def check_tma(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
+    """The attention cases through flash_attention with the TMA switch on (the pointer kernel
+    where the table has no TMA tile), then every TMA tile on strided views."""
+    os.environ[T.TMA_ENV] = "1"
+    try:
+        for case in attention_cases(quick):
+            kernel = "tma" if T.tma_config(case[4], case[0], case[5]) else "pointer"
+            try:
+                check_attention_case(ctx, rng, *case, kernel=kernel)
+            except Exception as e:
+                ctx.record(False, f"attn[tma switch] {case}: {type(e).__name__}: {e}")
+    finally:
+        os.environ[T.TMA_ENV] = "0"
+    for dtype, cfg, d, causal, shape, pad in tma_tile_cases(quick):
+        try:
+            check_tma_tile(ctx, rng, dtype, cfg, d, causal, shape, pad)
+        except Exception as e:
+            ctx.record(False, f"tma {cfg.label} {dtype} D={d} causal={causal} {shape}: "
+                       f"{type(e).__name__}: {e}")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--no-tma", action="store_true", help="skip the TMA kernel's cases")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
     print(f"seed {seed}", flush=True)
@@ -216,11 +329,14 @@ def main() -> int:
     ctx = Ctx()
     print(f"cupy native bfloat16: {ctx.native_bf16}", flush=True)
     t0 = time.time()
+    os.environ[T.TMA_ENV] = "0"
     for case in attention_cases(args.quick):
         try:
             check_attention_case(ctx, rng, *case)
         except Exception as e:  # a crash is a failure, keep checking the rest
             ctx.record(False, f"attn {case}: {type(e).__name__}: {e}")
+    if not args.no_tma:
+        check_tma(ctx, rng, args.quick)
     for dtype in ("float16", "bfloat16", "float32"):
         for d in (64, 128):
             try:

@@ -3,6 +3,8 @@
 #   bash gpu/run_kernels.sh           # logs under $OUT (default /tmp/trtdsl-kernels)
 # Steps (STEPS="check sweep bench"): the correctness check against float64 NumPy, the tile
 # sweep, the benchmark against torch SDPA. BENCH_ARGS / SWEEP_ARGS pass flags through.
+# Optional step sweeptma: the TMA kernel's candidates vs the pointer kernel and cuDNN
+# (SWEEP_TMA_ARGS; prebuild its kernels with `benchmarks/attention_gpu.py --sweep-tma --compile-only`).
 # Set TRTDSL_KERNEL_CACHE to a prebuilt cache (python -m trtdsl.kernels.prebuild) to skip
 # compiling there.
 set -uo pipefail
@@ -22,6 +24,8 @@ print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__v
 step check 300 python3 gpu/check_kernels.py
 # shellcheck disable=SC2086
 step sweep 300 python3 benchmarks/attention_gpu.py --sweep ${SWEEP_ARGS:-} --out "$OUT/sweep.md"
+# shellcheck disable=SC2086
+step sweeptma 420 python3 benchmarks/attention_gpu.py --sweep-tma ${SWEEP_TMA_ARGS:-} --out "$OUT/sweep_tma.md"
 # shellcheck disable=SC2086
 step bench 420 python3 benchmarks/attention_gpu.py ${BENCH_ARGS:-} --out "$OUT/bench.md"
 
