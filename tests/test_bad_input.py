@@ -144,6 +144,7 @@ def template(name: str, t: dict[str, td.Tensor]) -> tuple[tuple, dict]:
         "matmul": ((x, t["w"]), {}),
         "layer_norm": ((x, np.ones(6, np.float32), np.zeros(6, np.float32)), {}),
         "rms_norm": ((x, np.ones(6, np.float32)), {}),
+        "modulated_norm": ((x, np.zeros(6, np.float32), np.zeros((1, 6), np.float32)), {}),
         "attention": ((t["q"], t["q"], t["q"]), {}),
         "quantize": ((x, 0.5), {}),
         "dequantize": ((t["i8"], 0.5), {}),
@@ -229,6 +230,7 @@ MUST_FAIL = [
     ("relu", lambda t: (t["x"],), {"name": "x"}, "duplicate layer name"),
     ("rms_norm", lambda t: (t["x"], np.ones(6, np.float32)), {"eps": "small"}, "eps"),
     ("layer_norm", lambda t: (t["x"], np.ones(5, np.float32), 0.0), {}, "scale shape"),
+    ("modulated_norm", lambda t: (t["x"], np.zeros(5, np.float32), 0.0), {}, "must broadcast"),
     # truthy stand-ins for flags, found by exploring: a bool is required
     ("reduce_sum", lambda t: (t["x"],), {"keepdims": 1}, "keepdims must be True or False"),
     ("reduce_max", lambda t: (t["x"],), {"keepdims": np.ones(3)}, "keepdims must be True"),
