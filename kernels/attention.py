@@ -77,9 +77,11 @@ def _bsd_strides(x: Any) -> tuple[int, int, int]:
 
 
 def tma_qualifies(q3: Any, k3: Any, v3: Any, o: Any) -> bool:
-    """Whether these [BH, S, D] arrays can be TMA descriptors (``tma_configs.tma_compatible``)."""
+    """Whether these [BH, S, D] arrays can be TMA descriptors (``tma_configs.tma_compatible``;
+    a descriptor dim cannot be 0, so there must be a key)."""
     xs = (q3, k3, v3, o)
-    return tma_compatible([int(x.data.ptr) for x in xs], [_bsd_strides(x) for x in xs], q3.itemsize)
+    ptrs, strides = [int(x.data.ptr) for x in xs], [_bsd_strides(x) for x in xs]
+    return k3.shape[1] > 0 and tma_compatible(ptrs, strides, q3.itemsize)
 
 
 def pick_tma(q3: Any, k3: Any, v3: Any, o: Any, dtype: str, causal: bool) -> TmaConfig | None:
@@ -135,9 +137,10 @@ def attention_forward(
         return
     if tma is not None and not tma_qualifies(q3, k3, v3, o):
         raise KernelArgumentError(
-            f"the TMA attention kernel needs 16-byte aligned q/k/v/o with unit last stride and "
-            f"16-byte multiples for the others; strides (elements) q {_bsd_strides(q3)}, k "
-            f"{_bsd_strides(k3)}, v {_bsd_strides(v3)}, o {_bsd_strides(o)}"
+            f"the TMA attention kernel needs 16-byte aligned q/k/v/o with unit last stride, "
+            f"16-byte multiples for the others and Sk > 0; strides (elements) q "
+            f"{_bsd_strides(q3)}, k {_bsd_strides(k3)}, v {_bsd_strides(v3)}, o "
+            f"{_bsd_strides(o)}, Sk {k3.shape[1]}"
         )
     if tma is not None:
         ck, block_m = _kernel("tma", d, dtype, bool(causal), tma), tma.block_m

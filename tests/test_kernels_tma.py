@@ -338,6 +338,9 @@ def test_pick_tma_needs_switch_table_and_qualifying_arrays(
     assert A.pick_tma(*qkvo(ptr=(1 << 20) + 8), "bfloat16", True) is None  # misaligned q
     assert A.pick_tma(*qkvo(strides_el=(300 * 132, 132, 1)), "bfloat16", True) is None
     assert A.pick_tma(*qkvo(d=32), "bfloat16", False) is None  # no TMA tile for D=32
+    q, _, _, o = qkvo()
+    k0 = FakeArray((4, 0, 128), strides_el=(128, 128, 1))  # aligned, but no key
+    assert A.pick_tma(q, k0, k0, o, "bfloat16", False) is None  # a TMA dim cannot be 0
 
 
 def test_attention_forward_launches_the_chosen_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
