@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ExecutionError
+from ..errors import ExecutionError, TrtDslError
 from ..worlds import agree_on_collective
 from .cupy.watchdog import (
     DEFAULT_TIMEOUT,
@@ -271,7 +271,13 @@ class CupySession(Session):
                     f"layer '{layer.name}' (defined at {layer.where}): the network has no world "
                     "to run collectives in"
                 )
-            agree_on_collective(self.network.world, layer, x.shape)
+            try:
+                agree_on_collective(self.network.world, layer, x.shape)
+            except TrtDslError:  # another rank failed or is out of step: NCCL would hang
+                abort = getattr(self.network.world, "abort_communicators", None)
+                if abort is not None:
+                    abort()
+                raise
         if not x.flags.c_contiguous:
             x = self.cp.ascontiguousarray(x)
         if bound is None:  # a group of one rank

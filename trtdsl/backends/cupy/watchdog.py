@@ -239,9 +239,11 @@ class Watchdog:
         """Watch ``event`` (recorded after a call's work on the stream ``lane``): it must be
         done within ``timeout`` seconds. Events of one lane complete in order."""
         now = self.clock()
-        work = Work(event, now, now + timeout, timeout, what)
-        with self._lock:
-            self._lanes.setdefault(lane, deque()).append(work)
+        q = self._lanes.get(lane)
+        if q is None:  # lanes are never removed, so later calls need no lock: a deque's
+            with self._lock:  # append and popleft are atomic
+                q = self._lanes.setdefault(lane, deque())
+        q.append(Work(event, now, now + timeout, timeout, what))
 
     def check(self) -> None:
         """Raise WatchdogError if the watchdog fired (once its abort is done, or after
@@ -358,8 +360,6 @@ class Watchdog:
                 return heads, (q[0], e)
             if q:
                 heads.append(q[0])
-            else:
-                del self._lanes[lane]
         return heads, None
 
     def _fire(self, reason: str) -> bool:
