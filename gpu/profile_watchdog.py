@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ruff: noqa: B023 - each closure is used within the loop iteration that makes it
 """What the NCCL watchdog costs a call, on one GPU: ``python3 gpu/profile_watchdog.py``.
 
 Times (mean us over 20000 calls) what a watched session adds per call: reading the current
