@@ -129,9 +129,11 @@ def check_attention_case(
     k_off: int,
     return_lse: bool = True,
     kernel: str = "pointer",
+    stream: Any = None,
 ) -> None:
     """One flash_attention call vs the reference; ``kernel`` ("pointer" or "tma": run with
-    TRTDSL_ATTENTION_TMA set so) is the kernel flash_attention must pick (checked)."""
+    TRTDSL_ATTENTION_TMA set so) is the kernel flash_attention must pick (checked);
+    ``stream`` is passed on (None: CuPy's current stream)."""
     cp = ctx.cp
     q = rng.standard_normal(lead + (sq, d))
     k = rng.standard_normal(lead + (sk, d))
@@ -144,11 +146,12 @@ def check_attention_case(
     n_rows = int(np.prod(lead)) * sq
     ptrs = ctx.poison([n_rows * d * 2] + ([n_rows * 4] if return_lse else []))
     ctx.launched.clear()
+    cp.cuda.Device().synchronize()  # inputs and poison in place before another stream reads
     o, lse = K.flash_attention(
         gq, gk, gv, scale=scale, causal=causal, q_offset=q_off, k_offset=k_off,
-        return_lse=return_lse, as_dtype=ctx.as_dtype(dtype),
+        return_lse=return_lse, as_dtype=ctx.as_dtype(dtype), stream=stream,
     )  # fmt: skip
-    cp.cuda.get_current_stream().synchronize()
+    cp.cuda.Device().synchronize()
     ctx.poison_tries += 1
     ctx.poison_hits += int(o.data.ptr) in ptrs
     go = ctx.to_host(o, dtype)
@@ -159,7 +162,8 @@ def check_attention_case(
         ok = ok and bool((go[empty] == 0).all())
     ran = {"tma": "tma", "attn": "pointer"}.get(ctx.launched[-1] if ctx.launched else "", "none")
     ok = ok and ran == kernel
-    msg = f"attn[{ran}] {dtype} lead={lead} Sq={sq} Sk={sk} D={d} "
+    on = "" if stream is None else f" stream={type(stream).__name__}"
+    msg = f"attn[{ran}{on}] {dtype} lead={lead} Sq={sq} Sk={sk} D={d} "
     msg += f"causal={causal} off=({q_off},{k_off}) o_err={e_o:.1e} empty_rows={int(empty.sum())}"
     if return_lse:
         lok, e_l = check_lse(cp.asnumpy(lse).astype(np.float64), ref_lse)
@@ -307,6 +311,14 @@ def check_tma(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
                 check_attention_case(ctx, rng, *case, kernel=kernel)
             except Exception as e:
                 ctx.record(False, f"attn[tma switch] {case}: {type(e).__name__}: {e}")
+        # another stream than CuPy's current one (its scratch must be ordered on that stream)
+        side = ctx.cp.cuda.Stream(non_blocking=True)
+        for stream in (side, side.ptr):
+            case = ("bfloat16", (1, 3), 257, 391, 128, True, 100, 37, True)
+            try:
+                check_attention_case(ctx, rng, *case, kernel="tma", stream=stream)
+            except Exception as e:
+                ctx.record(False, f"attn[tma stream] {case}: {type(e).__name__}: {e}")
     finally:
         os.environ[T.TMA_ENV] = "0"
     for dtype, cfg, d, causal, shape, pad in tma_tile_cases(quick):
