@@ -72,7 +72,9 @@ def main() -> int:
         for nbytes in sizes:
             elems = max(nbytes // 4 // n * n, n)
             iters = (
-                5 if args.short else (200 if nbytes <= 1 << 20 else 40 if nbytes <= 1 << 26 else 10)
+                5
+                if args.short
+                else (200 if nbytes <= 1 << 20 else 100 if nbytes <= 1 << 26 else 20)
             )
             x = cp.ones(elems, cp.float32)
             net = td.Network(coll, world=world)
