@@ -215,4 +215,7 @@ def all_specs() -> list[KernelSpec]:
     """Every variant the public entry points can launch (what the compile test builds)."""
     specs = [attention_spec(d, dt, c) for (d, dt, c) in ATTENTION_CONFIGS]
     specs += [merge_spec(d, dt) for d in HEAD_DIMS for dt in MERGE_DTYPES]
+    from .tma_configs import TMA_CONFIGS, tma_spec  # imports this module
+
+    specs += [tma_spec(d, dt, c, cfg) for (d, dt, c), cfg in TMA_CONFIGS.items()]
     return specs + norm_specs()

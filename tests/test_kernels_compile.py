@@ -66,7 +66,9 @@ def test_every_variant_compiles_for_sm90(spec: CFG.KernelSpec, cache: Path) -> N
     assert ck.arch == 90 and ck.num_warps == spec.options["num_warps"]
     assert ck.params == spec.runtime_params + ("global_scratch", "profile_scratch")
     assert 0 <= ck.shared <= 227 * 1024  # fits an H100/H200 block's opt-in shared memory
-    assert ck.global_scratch_size == 0 and ck.profile_scratch_size == 0
+    # in-kernel TMA descriptors live in global scratch (the launcher provides it)
+    tma = spec.fn_name == "attention_fwd_tma"
+    assert ck.global_scratch_size == (512 if tma else 0) and ck.profile_scratch_size == 0
     if spec.fn_name == "attention_fwd":
         assert ck.shared > 0  # the K/V pipeline lives in shared memory
 
