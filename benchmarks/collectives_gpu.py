@@ -4,8 +4,9 @@
 network vs torch.distributed (yardstick, same process), plus the TP MLP block via session.run.
 
 ``mpirun -np N python3 benchmarks/collectives_gpu.py [--short]``. Latency: median over
-iterations of the slowest rank (host wall time around the call + stream sync). Bus bandwidth
-with nccl-tests' factors: all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all (n-1)/n;
+iterations of the slowest rank (host wall time around the call + stream sync); the session's
+overhead is its latency minus nccl4py's. Bus bandwidth as nccl-tests measures it: the mean
+period of back-to-back calls (one sync at the end), with nccl-tests' factors: all_reduce 2(n-1)/n; all_gather, reduce_scatter, all_to_all (n-1)/n;
 broadcast, reduce, gather, scatter 1 (of the per-rank buffer size nccl-tests reports).
 """
 
@@ -30,7 +31,9 @@ BUS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) 
        "reduce_scatter": lambda n: (n - 1) / n, "all_to_all": lambda n: (n - 1) / n}  # fmt: skip
 
 
-def timeit(fn, sync, iters, mpi) -> float:
+def timeit(fn, sync, iters, mpi) -> tuple[float, float]:
+    """(latency, period) in us, the slowest rank's: latency = median of call + sync; period =
+    mean time per call of ``iters`` back-to-back calls and one sync (what nccl-tests times)."""
     for _ in range(3):
         fn()
     sync()
@@ -41,7 +44,15 @@ def timeit(fn, sync, iters, mpi) -> float:
         fn()
         sync()
         ts.append(time.perf_counter() - t0)
-    return mpi.allreduce(float(np.median(ts)), op=MPI.MAX) * 1e6
+    mpi.Barrier()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync()
+    period = (time.perf_counter() - t0) / iters
+    lat = mpi.allreduce(float(np.median(ts)), op=MPI.MAX)
+    per = mpi.allreduce(period, op=MPI.MAX)
+    return lat * 1e6, per * 1e6
 
 
 def main() -> int:
@@ -103,8 +114,8 @@ def main() -> int:
             except Exception as e:  # an nccl4py signature we guessed wrong: say so, go on
                 if rank == 0:
                     print(f"direct {coll}: {type(e).__name__}: {e}")
-                t_dir = float("nan")
-            t_torch = float("nan")
+                t_dir = (float("nan"), float("nan"))
+            t_torch = (float("nan"), float("nan"))
             if dist is not None:
                 tx = torch.ones(elems, device="cuda")
                 to = torch.empty(out.size, device="cuda")
@@ -126,17 +137,20 @@ def main() -> int:
             rows.append((coll, size, t_dir, t_sess, t_torch, f))
             sess.close()
     if rank == 0:
-        print(f"\n{n} ranks; time us (median, slowest rank); busbw GB/s")
+        print(
+            f"\n{n} ranks; latency us (median of call + sync, slowest rank); busbw GB/s from "
+            "back-to-back calls (mean period, slowest rank)"
+        )
         print(f"{'collective':>14} {'bytes':>11} {'nccl4py':>9} {'session':>9} {'overhead':>9} "
               f"{'torch':>9} {'bus n4p':>8} {'bus sess':>8} {'bus torch':>9} {'sess/torch':>10}")  # fmt: skip
         worst_over, worst_ratio = -1e9, 1e9
         for coll, size, a, b, c, f in rows:
-            bw = [size / (t * 1e-6) / 1e9 * f for t in (a, b, c)]
-            print(f"{coll:>14} {size:>11} {a:>9.1f} {b:>9.1f} {b - a:>9.1f} {c:>9.1f} "
+            bw = [size / (t[1] * 1e-6) / 1e9 * f for t in (a, b, c)]
+            print(f"{coll:>14} {size:>11} {a[0]:>9.1f} {b[0]:>9.1f} {b[0] - a[0]:>9.1f} {c[0]:>9.1f} "
                   f"{bw[0]:>8.2f} {bw[1]:>8.2f} {bw[2]:>9.2f} {bw[1] / bw[2]:>10.3f}")  # fmt: skip
             if size <= 1 << 20:
-                worst_over = max(worst_over, b - a)
-            if size >= 4 << 20 and c == c:
+                worst_over = max(worst_over, b[0] - a[0])
+            if size >= 4 << 20 and bw[2] == bw[2]:
                 worst_ratio = min(worst_ratio, bw[1] / bw[2])
         print(
             f"targets: session overhead <= 15 us at 1 KiB-1 MiB: worst {worst_over:.1f} us; "
@@ -155,7 +169,7 @@ def main() -> int:
         xm = cp.ones((64, 1024), cp.float32)
         for graph in (False, True):
             with net.compile(backend="cupy", return_device=True, cuda_graph=graph) as sess:
-                tm = timeit(lambda: sess.run({"x": xm}), stream.synchronize, 50, mpi)
+                tm = timeit(lambda: sess.run({"x": xm}), stream.synchronize, 50, mpi)[0]
             if rank == 0:
                 how = "cuda_graph=True" if graph else "eager"
                 print(f"tensor_parallel_mlp (64x1024 -> 4096 hidden, fp32) session.run, {how}: "
