@@ -33,7 +33,8 @@ BUS = {"all_reduce": lambda n: 2 * (n - 1) / n, "all_gather": lambda n: (n - 1) 
 
 def timeit(fn, sync, iters, mpi) -> tuple[float, float]:
     """(latency, period) in us, the slowest rank's: latency = median of call + sync; period =
-    mean time per call of ``iters`` back-to-back calls and one sync (what nccl-tests times)."""
+    time per call of back-to-back calls with one sync at the end (what nccl-tests times), the
+    median of 5 such runs."""
     for _ in range(3):
         fn()
     sync()
@@ -44,12 +45,16 @@ def timeit(fn, sync, iters, mpi) -> tuple[float, float]:
         fn()
         sync()
         ts.append(time.perf_counter() - t0)
-    mpi.Barrier()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    sync()
-    period = (time.perf_counter() - t0) / iters
+    inner = max(iters // 5, 10)
+    periods = []
+    for _ in range(5):  # the median of 5 back-to-back runs (one slow host stall spoils a mean)
+        mpi.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        periods.append((time.perf_counter() - t0) / inner)
+    period = float(np.median(periods))
     lat = mpi.allreduce(float(np.median(ts)), op=MPI.MAX)
     per = mpi.allreduce(period, op=MPI.MAX)
     return lat * 1e6, per * 1e6
