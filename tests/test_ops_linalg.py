@@ -341,3 +341,57 @@ def test_norms_default_eps_and_dynamic_batch():
         np.testing.assert_allclose(out["ln"], ln, rtol=1e-4, atol=1e-4)
         rms = _rms_norm64(f64(xv), f64(scale), 1, 1e-6)
         np.testing.assert_allclose(out["rms"], rms, rtol=1e-4, atol=1e-5)
+
+
+# --- a backend's 16-bit GEMM (RunContext.matmul_rounded) -------------------------------------
+def _run_matmul(ctx_cls, a, b, **attrs):
+    from trtdsl.backends.interpreter import Program
+
+    net = td.Network("mm")
+    x, y = net.input("a", a.shape, str(a.dtype)), net.input("b", b.shape, str(b.dtype))
+    net.output(F.matmul(x, y, **attrs), "c")
+    ctx = ctx_cls(net, {"a": a, "b": b}, None)
+    return Program(net).execute(ctx)["c"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True)])
+def test_a_backends_16bit_gemm_gets_the_transposed_operands_and_its_result_is_used(dtype, ta, tb):
+    from trtdsl.backends.interpreter import RunContext
+
+    rng = np.random.default_rng(3)
+    dt = np.dtype(dtype) if dtype == "float16" else __import__("ml_dtypes").bfloat16
+    a = rng.standard_normal((2, 5, 3) if not ta else (2, 3, 5)).astype(dt)
+    b = rng.standard_normal((3, 4) if not tb else (4, 3)).astype(dt)
+    seen = []
+
+    class Gemm(RunContext):
+        def matmul_rounded(self, x, y):  # an independent product: float64, rounded once
+            seen.append((x.shape, y.shape, x.dtype, y.dtype))
+            return (x.astype(np.float64) @ y.astype(np.float64)).astype(x.dtype)
+
+    got = _run_matmul(Gemm, a, b, transpose_a=ta, transpose_b=tb)
+    assert seen == [((2, 5, 3), (3, 4), a.dtype, b.dtype)]  # transposes applied first
+    aa = np.swapaxes(a, -1, -2) if ta else a
+    bb = b.T if tb else b
+    want = (aa.astype(np.float64) @ bb.astype(np.float64)).astype(dt)
+    assert got.dtype == dt and np.array_equal(got, want)
+
+
+def test_without_a_16bit_gemm_the_reference_upcasts_and_float32_never_asks():
+    from trtdsl.backends.interpreter import RunContext
+
+    asked = []
+
+    class Refuses(RunContext):
+        def matmul_rounded(self, x, y):
+            asked.append(x.dtype)
+            return None
+
+    rng = np.random.default_rng(4)
+    a16, b16 = rng.standard_normal((4, 3)).astype("float16"), rng.standard_normal((3, 2))
+    got = _run_matmul(Refuses, a16, b16.astype("float16"))
+    want = (a16.astype(np.float32) @ b16.astype("float16").astype(np.float32)).astype("float16")
+    assert np.array_equal(got, want) and asked == [np.dtype("float16")]
+    a32, b32 = a16.astype("float32"), b16.astype("float32")
+    assert np.allclose(_run_matmul(Refuses, a32, b32), a32 @ b32) and len(asked) == 1

@@ -36,6 +36,12 @@ class RunContext:
         """``a @ b`` with NumPy broadcasting (backends may route it to a library of theirs)."""
         return self.xp.matmul(a, b)
 
+    def matmul_rounded(self, a: Any, b: Any) -> Any | None:
+        """``a @ b`` of two 16-bit float arrays with float32 accumulation, rounded once to
+        their dtype (what the reference computes by upcasting), from a library that does it
+        natively; None: the reference upcasts and calls :meth:`matmul`."""
+        return None
+
     def constant(self, layer: Layer) -> Any:
         """The value of a constant layer as an array of this backend."""
         return self.asarray(layer.attrs["value"])

@@ -65,12 +65,16 @@ class MatMul(OpDef):
     def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
         xp = ctx.xp
         dt = layer.input_types[0].dtype
-        a, b = (_compute(x, dt) for x in inputs)
+        a, b = inputs
         if layer.attrs["transpose_a"] and a.ndim >= 2:
             a = xp.swapaxes(a, -1, -2)
         if layer.attrs["transpose_b"] and b.ndim >= 2:
             b = xp.swapaxes(b, -1, -2)
-        return [ctx.matmul(a, b).astype(dt.numpy)]
+        if dt.is_float and dt.itemsize == 2:  # a library's 16-bit GEMM, float32 accumulation
+            out = ctx.matmul_rounded(a, b)
+            if out is not None:
+                return [out]
+        return [ctx.matmul(_compute(a, dt), _compute(b, dt)).astype(dt.numpy)]
 
     def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         ta_, tb_ = layer.input_types

@@ -23,10 +23,12 @@ import numpy as np
 from ... import dtypes
 from ...errors import ExecutionError
 from ..interpreter import RunContext
+from .cublas import stream_gemm
 from .device import cupy_module as _cupy
 from .world import NcclWorld
 
 _DEVICE_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GEMM16 = ("float16", "bfloat16")
 
 
 class CupyContext(RunContext):
@@ -47,6 +49,15 @@ class CupyContext(RunContext):
             if out is not None:
                 return out
         return self.xp.matmul(a, b)
+
+    def matmul_rounded(self, a: Any, b: Any) -> Any | None:
+        """fp16/bf16 ``a @ b`` through cuBLAS on the current stream: 16-bit operands, float32
+        compute, one rounding (tensor cores; the reference's upcast to float32 would run a
+        float32 GEMM without them). The session's capturable GEMM where it has one."""
+        if not self.use_kernels or str(a.dtype) not in _GEMM16 or b.dtype != a.dtype:
+            return None
+        gemm = self.gemm if self.gemm is not None else stream_gemm(self.xp)
+        return gemm.matmul(a, b)
 
     def constant(self, layer: Any) -> Any:
         """Constants are uploaded once per layer and kept while the layer lives."""

@@ -123,3 +123,22 @@ class CapturableGemm:
             self.lib.cublasDestroy_v2(self.handle)
             self.handle = ctypes.c_void_p()
         self.kept = []
+
+
+_BY_STREAM: dict[tuple[int, int], CapturableGemm] = {}
+_MAX_STREAMS = 8
+
+
+def stream_gemm(cp: Any) -> CapturableGemm:
+    """A :class:`CapturableGemm` bound to the current device's current stream, made once per
+    (device, stream) and kept (at most ``_MAX_STREAMS``; the oldest is closed first)."""
+    stream = cp.cuda.get_current_stream()
+    key = (cp.cuda.runtime.getDevice(), stream.ptr)
+    gemm = _BY_STREAM.get(key)
+    if gemm is None:
+        if len(_BY_STREAM) >= _MAX_STREAMS:  # its work done first: the workspace is freed
+            old = _BY_STREAM.pop(next(iter(_BY_STREAM)))
+            old.stream.synchronize()
+            old.close()
+        gemm = _BY_STREAM[key] = CapturableGemm(cp, stream)
+    return gemm
