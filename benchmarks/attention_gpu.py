@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from timing import cupy_events, median_ms, torch_events  # benchmarks/timing.py
+
 try:
     import trtdsl.kernels as K
     from trtdsl.kernels import tma_configs as TC
@@ -72,35 +74,6 @@ SWEEP: dict[int, list[AttentionConfig]] = {  # candidates left after the first s
 def flops(s_q: int, s_k: int, heads: int, d: int, causal: bool, batch: int = 1) -> float:
     f = 4.0 * batch * heads * s_q * s_k * d
     return f / 2 if causal else f
-
-
-def median_ms(fn: Callable[[], Any], events: Callable[[], tuple[Any, Any, Callable]], reps: int,
-              warmup: int) -> float:  # fmt: skip
-    """Median of ``reps`` event-timed calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end, elapsed = events()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(elapsed(start, end))
-    return statistics.median(times)
-
-
-def cupy_events() -> tuple[Any, Any, Callable]:
-    import cupy as cp
-
-    return cp.cuda.Event(), cp.cuda.Event(), cp.cuda.get_elapsed_time
-
-
-def torch_events() -> tuple[Any, Any, Callable]:
-    import torch
-
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    return a, b, lambda x, y: x.elapsed_time(y)
 
 
 class Problem:

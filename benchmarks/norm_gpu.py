@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import cupy_events, median_ms, torch_events  # benchmarks/timing.py
 
 try:
     import trtdsl.kernels as K
@@ -54,31 +55,7 @@ def median_us(fn: Callable[[], Any], events: Callable[[], tuple], reps: int, war
               inner: int, per: int = 1) -> float:  # fmt: skip
     """Median over ``reps`` of event-timed ``inner`` calls of ``fn``, in microseconds per
     call of the timed work (``fn`` does ``per`` calls: a graph of several)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end, elapsed = events()
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(elapsed(start, end) * 1e3 / (inner * per))
-    return statistics.median(times)
-
-
-def cupy_events() -> tuple[Any, Any, Callable]:
-    import cupy as cp
-
-    return cp.cuda.Event(), cp.cuda.Event(), cp.cuda.get_elapsed_time
-
-
-def torch_events() -> tuple[Any, Any, Callable]:
-    import torch
-
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    return a, b, lambda x, y: x.elapsed_time(y)
+    return median_ms(fn, events, reps, warmup, inner, per) * 1e3
 
 
 def cupy_graph(fn: Callable[[], Any], calls: int) -> Callable[[], None]:

@@ -15,16 +15,8 @@ importable on machines without it; only ``compile.py`` needs Triton to build the
 
 from __future__ import annotations
 
-try:
-    import triton
-    import triton.language as tl
-
-    _jit = triton.jit
-except ImportError:  # pragma: no cover - exercised where triton is absent
-    tl = None
-
-    def _jit(fn):  # type: ignore[no-redef]
-        return fn
+from .triton_shim import jit as _jit
+from .triton_shim import tl
 
 
 @_jit
