@@ -4,6 +4,7 @@ Installed as ``trtdsl.kernels``. Importing it needs neither Triton, CuPy nor CUD
 imported when a kernel is compiled or launched.
 """
 
+from .activation import activation
 from .attention import flash_attention, merge_attention
 from .errors import (
     KernelArgumentError,
@@ -15,6 +16,7 @@ from .errors import (
 from .norm import modulated_norm
 
 __all__ = [
+    "activation",
     "flash_attention",
     "merge_attention",
     "modulated_norm",

@@ -145,7 +145,10 @@ NORM_MAX_D = NORM_BLOCKS[-1]
 #: Elements one program holds: small rows are packed several to a program.
 NORM_TILE = 4096
 #: The Triton module of each entry point other than the attention ones.
-SOURCE_MODULES: dict[str, str] = {"modulated_norm_fwd": "triton_norm"}
+SOURCE_MODULES: dict[str, str] = {
+    "modulated_norm_fwd": "triton_norm",
+    "activation_fwd": "triton_activation",
+}
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,37 @@ def norm_specs() -> list[KernelSpec]:
     ]
 
 
+# -- the elementwise activation (kernels/triton_activation.py) --------------------------------
+ACT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
+#: The kinds in the order of the kernel's ``KIND`` codes.
+ACT_KINDS: tuple[str, ...] = ("relu", "sigmoid", "gelu_erf", "gelu_tanh", "silu")
+#: Elements per program and warps: 16 a thread (two 16-byte vectors at 16 bits).
+ACT_BLOCK = 4096
+ACT_NUM_WARPS = 8
+
+
+def act_spec(dtype: str, kind: str, aligned: bool) -> KernelSpec:
+    """Spec of ``activation_fwd`` for one variant. ``aligned``: the element count is a multiple
+    of 16 (the tail mask then allows 16-byte vector loads); pointers are always promised
+    16-byte aligned."""
+    if kind not in ACT_KINDS or dtype not in ACT_DTYPES:
+        raise KeyError(f"no activation kernel for {dtype} {kind}")
+    ty = TRITON_DTYPE[dtype]
+    sig = {"X": f"*{ty}", "Y": f"*{ty}", "n": "i64", "BLOCK": "constexpr", "KIND": "constexpr"}
+    return KernelSpec(
+        fn_name="activation_fwd",
+        signature=sig,
+        constexprs={"BLOCK": ACT_BLOCK, "KIND": ACT_KINDS.index(kind)},
+        options={"num_warps": ACT_NUM_WARPS, "num_stages": 1},
+        divisible=("X", "Y") + (("n",) if aligned else ()),
+    )
+
+
+def act_specs() -> list[KernelSpec]:
+    """Every activation variant: dtype x kind x aligned or not."""
+    return [act_spec(dt, k, a) for dt in ACT_DTYPES for k in ACT_KINDS for a in (True, False)]
+
+
 def all_specs() -> list[KernelSpec]:
     """Every variant the public entry points can launch (what the compile test builds)."""
     specs = [attention_spec(d, dt, c) for (d, dt, c) in ATTENTION_CONFIGS]
@@ -218,4 +252,4 @@ def all_specs() -> list[KernelSpec]:
     from .tma_configs import TMA_CONFIGS, tma_spec  # imports this module
 
     specs += [tma_spec(d, dt, c, cfg) for (d, dt, c), cfg in TMA_CONFIGS.items()]
-    return specs + norm_specs()
+    return specs + norm_specs() + act_specs()

@@ -8,6 +8,8 @@ for query i iff k_offset + j <= q_offset + i. Rows with no allowed key: o = 0, l
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -83,3 +85,29 @@ def modulated_norm(
         y = y + np.asarray(bias, dtype=np.float64)
     scale64, shift64 = (np.asarray(a, dtype=np.float64) for a in (scale, shift))
     return y * (1.0 + scale64) + shift64
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """float64 erf by ``math.erf`` (NumPy has none), once per distinct value."""
+    u, inv = np.unique(x, return_inverse=True)
+    return np.vectorize(math.erf, otypes=[np.float64])(u)[inv.reshape(x.shape)]
+
+
+def activation(x: np.ndarray, kind: str) -> np.ndarray:
+    """float64 activation: relu ``max(x, 0)``, sigmoid ``1 / (1 + e^-x)``, gelu_erf
+    ``x/2 (1 + erf(x / sqrt 2))``, gelu_tanh ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``,
+    silu ``x / (1 + e^-x)``."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        if kind == "relu":
+            return np.maximum(x, 0.0)
+        if kind == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-x))
+        if kind == "gelu_erf":
+            return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+        if kind == "gelu_tanh":
+            u = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+            return 0.5 * x * (1.0 + np.tanh(u))
+        if kind == "silu":
+            return x / (1.0 + np.exp(-x))
+    raise ValueError(f"unknown activation {kind!r}")

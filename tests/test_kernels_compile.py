@@ -53,6 +53,9 @@ def spec_id(spec: CFG.KernelSpec) -> str:
         kind = "rms" if c["RMS"] else "layer"
         aligned = "aligned" if "D" in spec.divisible else "unaligned"
         return f"{spec.fn_name}-{ty}-{kind}-d{c['BLOCK_D']}-{aligned}"
+    if spec.fn_name == "activation_fwd":
+        aligned = "aligned" if "n" in spec.divisible else "unaligned"
+        return f"{spec.fn_name}-{ty}-{CFG.ACT_KINDS[c['KIND']]}-{aligned}"
     tag = "causal" if c.get("CAUSAL") else "full"
     return f"{spec.fn_name}-{ty}-d{c['HEAD_DIM']}" + (f"-{tag}" if "CAUSAL" in c else "")
 
@@ -156,7 +159,7 @@ sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(ROOT)!r})
 for m in ("", ".attention", ".compile", ".configs", ".errors", ".launch", ".prebuild",
           ".reference", ".triton_attention", ".validate", ".norm", ".norm_checks",
-          ".triton_norm"):
+          ".triton_norm", ".activation", ".triton_activation"):
     importlib.import_module({PKG!r} + m)
 k = importlib.import_module({PKG!r})
 try:
