@@ -4,7 +4,7 @@ Installed as ``trtdsl.kernels``. Importing it needs neither Triton, CuPy nor CUD
 imported when a kernel is compiled or launched.
 """
 
-from .activation import activation
+from .activations import activation
 from .attention import flash_attention, merge_attention
 from .errors import (
     KernelArgumentError,

@@ -98,7 +98,7 @@ def activation(x: np.ndarray, kind: str) -> np.ndarray:
     ``x/2 (1 + erf(x / sqrt 2))``, gelu_tanh ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``,
     silu ``x / (1 + e^-x)``."""
     x = np.asarray(x, dtype=np.float64)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         if kind == "relu":
             return np.maximum(x, 0.0)
         if kind == "sigmoid":

@@ -159,7 +159,7 @@ sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(ROOT)!r})
 for m in ("", ".attention", ".compile", ".configs", ".errors", ".launch", ".prebuild",
           ".reference", ".triton_attention", ".validate", ".norm", ".norm_checks",
-          ".triton_norm", ".activation", ".triton_activation"):
+          ".triton_norm", ".activations", ".triton_activation"):
     importlib.import_module({PKG!r} + m)
 k = importlib.import_module({PKG!r})
 try:

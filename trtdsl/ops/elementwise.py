@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -170,6 +170,14 @@ _ACTIVATIONS: dict[str, Any] = {
 ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
 
 
+@runtime_checkable
+class FusedActivationContext(Protocol):
+    """The optional hook a backend's run context may offer (the cupy backend does): the
+    activation layer's outputs from one fused kernel, or None to run the reference."""
+
+    def fused_activation(self, layer: Layer, inputs: list[Any]) -> list[Any] | None: ...
+
+
 class Activation(OpDef):
     """Activation functions (attr ``kind``: relu, sigmoid, gelu_erf, gelu_tanh, silu)."""
 
@@ -185,6 +193,10 @@ class Activation(OpDef):
         return [x]
 
     def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
+        if isinstance(ctx, FusedActivationContext):
+            fused = ctx.fused_activation(layer, inputs)
+            if fused is not None:
+                return fused
         dt = layer.input_types[0].dtype
         out = _ACTIVATIONS[layer.attrs["kind"]](ctx, _compute(ctx, inputs[0], dt))
         return [out.astype(dt.numpy)]

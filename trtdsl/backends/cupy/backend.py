@@ -121,6 +121,25 @@ class CupyContext(RunContext):
         y = modulated_norm(x, shift, scale, kind=a["kind"], eps=a["eps"], weight=w, bias=b)
         return [y]
 
+    def fused_activation(self, layer: Any, inputs: list[Any]) -> list[Any] | None:
+        """The Triton activation kernel (trtdsl.kernels.activations: x read once, y written
+        once, float32 math, on the current stream, no host sync, so CUDA graphs capture it)
+        for C-contiguous, 16-byte aligned fp16/bf16/fp32 x; None (the op reference) otherwise."""
+        from ...kernels.activations import activation
+        from ...kernels.configs import ACT_DTYPES, ACT_KINDS
+
+        (x,) = inputs
+        kind = layer.attrs["kind"]
+        if (
+            not self.use_kernels
+            or kind not in ACT_KINDS
+            or str(x.dtype) not in ACT_DTYPES
+            or not x.flags.c_contiguous
+            or x.data.ptr % 16 != 0
+        ):
+            return None
+        return [activation(x, kind)]
+
 
 def check_world(network: Any) -> None:
     """Collectives over several ranks need an :class:`NcclWorld`."""

@@ -41,9 +41,7 @@ class ActProblem:
         return self.n % 16 == 0
 
 
-def check_activation(
-    x: Any, kind: str, out: Any = None, as_dtype: str | None = None
-) -> ActProblem:
+def check_activation(x: Any, kind: str, out: Any = None, as_dtype: str | None = None) -> ActProblem:
     """Validate ``activation``'s arguments; raises KernelArgumentError subclasses that name
     the shapes and dtypes."""
     if kind not in ACT_KINDS:
