@@ -21,7 +21,8 @@ scale; write y); "HBM" is that over 4.8 TB/s (H200); "vs" columns are time ratio
 Part ``sweep``: rows per program and warps of the fused kernel for each shape (the table in
 ``kernels/configs.py``: ``norm_config``). Part ``profile``: one DiT block (adaLN, attention,
 MLP) run layer by layer through the cupy backend's context, GPU time per layer kind, with
-``modulate`` as three layers (layer_norm, mul, add) and as the fused op.
+``modulate`` as three layers (layer_norm, mul, add) and GELU as the op reference (unfused), and
+as the fused op and the activation kernel (fused).
 
     python3 benchmarks/norm_gpu.py [--parts table,sweep,profile] [--quick] [--out table.md]
 """
@@ -320,13 +321,16 @@ def dit_block(td: Any, b: int, s: int, d: int, heads: int, dtype: str, fused: bo
     return net
 
 
-def profile_once(net: Any, feeds: dict) -> tuple[dict, dict]:
-    """GPU microseconds per layer kind and per ``mod.*`` layer group, one eager pass."""
+def profile_once(net: Any, feeds: dict, act_kernel: bool = True) -> tuple[dict, dict]:
+    """GPU microseconds per layer kind and per ``mod.*`` layer group, one eager pass.
+    ``act_kernel=False``: activations run the op reference (CuPy's kernel chain)."""
     import cupy as cp
 
     from trtdsl.backends.cupy.backend import CupyContext
 
     ctx = CupyContext(net, feeds, None)
+    if not act_kernel:
+        ctx.fused_activation = lambda layer, inputs: None  # type: ignore[method-assign]
     values: dict[int, Any] = {}
     marks = []
     for layer in net.layers:
@@ -366,8 +370,8 @@ def run_profile(args: argparse.Namespace) -> str:
     res = {}
     for fused in (False, True):
         net = dit_block(td, b, s, d, heads, dtype, fused)
-        profile_once(net, feeds)  # warm-up: kernels compiled and loaded, constants uploaded
-        runs = [profile_once(net, feeds) for _ in range(args.profile_reps)]
+        profile_once(net, feeds, fused)  # warm-up: kernels compiled and loaded, constants uploaded
+        runs = [profile_once(net, feeds, fused) for _ in range(args.profile_reps)]
         kinds = {k for r in runs for k in r[0]}
         res[fused] = (
             {
@@ -381,7 +385,9 @@ def run_profile(args: argparse.Namespace) -> str:
     rows = [
         f"One DiT block, B={b} S={s} D={d} heads={heads} {dtype}, eager layer by layer through "
         f"the cupy backend's context (median of {args.profile_reps}); GPU us per layer kind "
-        "between events around each layer (eager: a layer's launch gaps count):",
+        "between events around each layer (eager: a layer's launch gaps count). Unfused: "
+        "modulate as layer_norm, mul, add and the activation as the op reference (CuPy "
+        "kernels in float32); fused: the adaLN and activation kernels (16-bit GEMMs in both):",
         "",
         "| layer kind | unfused us | layers | fused us | layers |",
         "| --- | ---: | ---: | ---: | ---: |",
