@@ -20,12 +20,15 @@ failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+os.environ["TRTDSL_ACTIVATION_KERNEL"] = "1"  # the op checks below run the kernel (off by default)
 
 try:
     import trtdsl.kernels as K

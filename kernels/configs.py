@@ -7,6 +7,7 @@ stages. The values were chosen by timing candidates on one H200 (``benchmarks/at
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,6 +217,19 @@ def norm_specs() -> list[KernelSpec]:
 
 # -- the elementwise activation (kernels/triton_activation.py) --------------------------------
 ACT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
+#: The activation kernel is off by default until its GPU check (gpu/check_activation.py) has
+#: passed on an H200: it is checked against float64 only under Triton's interpreter so far.
+#: ``TRTDSL_ACTIVATION_KERNEL=1`` turns it on (``0`` off), read at each call.
+ACTIVATION_KERNEL_ENV = "TRTDSL_ACTIVATION_KERNEL"
+USE_ACTIVATION_KERNEL = False
+
+
+def use_activation_kernel() -> bool:
+    """Whether the cupy backend runs activations through the kernel (see above)."""
+    env = os.environ.get(ACTIVATION_KERNEL_ENV)
+    return USE_ACTIVATION_KERNEL if not env else env == "1"
+
+
 #: The kinds in the order of the kernel's ``KIND`` codes.
 ACT_KINDS: tuple[str, ...] = ("relu", "sigmoid", "gelu_erf", "gelu_tanh", "silu")
 #: Elements per program and warps: 16 a thread (two 16-byte vectors at 16 bits).

@@ -367,6 +367,11 @@ def test_cupy_context_routes_to_the_kernel_where_it_fits(monkeypatch) -> None:
     monkeypatch.setattr(kact, "activation", fake_kernel)
     ctx = CupyContext.__new__(CupyContext)  # no CuPy here: only the routing is under test
     ctx.use_kernels = True
+    net0 = td.Network("off")
+    off = F_act(net0.input("x", (3, 5), "float16"), "gelu_tanh").producer
+    monkeypatch.delenv(CFG.ACTIVATION_KERNEL_ENV, raising=False)
+    assert ctx.fused_activation(off, [FakeGpuArray("float16")]) is None  # off by default
+    monkeypatch.setenv(CFG.ACTIVATION_KERNEL_ENV, "1")
     net = td.Network("route")
     x = net.input("x", (3, 5), "float16")
     layers = {k: F_act(x, k).producer for k in CFG.ACT_KINDS}
