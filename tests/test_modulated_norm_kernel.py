@@ -269,38 +269,7 @@ def _interpreted_cases(seed: int) -> int:  # pragma: no cover - runs in the subp
     tl_types = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32}
     scalar = {"i32": np.int32, "i64": np.int64, "fp32": np.float32}
 
-    class Ptr:
-        """A raw host address for the interpreter (it reads memory at ``data_ptr()``)."""
-
-        def __init__(self, ptr: int, dtype) -> None:
-            self.ptr, self.dtype = ptr, dtype
-
-        def data_ptr(self) -> int:
-            return self.ptr
-
-        def untyped_storage(self):
-            return self
-
-        def cpu(self):
-            return self
-
-        def copy_(self, other) -> None:
-            pass
-
-        def new_empty(self, *a, **k):
-            return self
-
-        def set_(self, *a):
-            return self
-
-        def storage_offset(self) -> int:
-            return 0
-
-        def size(self):
-            return (1,)
-
-        def stride(self):
-            return (1,)
+    from interp_host import RawPointer as Ptr
 
     launches = []
 
