@@ -29,7 +29,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import LoweringContext, OpDef, RunContext
-from .building import fail, is_int, lift, network_of, require_bool
+from .building import fail, is_int, lift, network_of, refuse_quantized, require_bool
 
 #: Query rows per chunk of the reference are chosen so one chunk's float32 scores stay under
 #: this many bytes (64k tokens x 8 heads fit on a laptop).
@@ -54,6 +54,7 @@ class Attention(OpDef):
                 raise layer.fail(f"{label} must be [..., heads, seq, head_dim], got rank {t.rank}")
         if not q.dtype.is_float or not (q.dtype == k.dtype == v.dtype):
             raise layer.fail(f"q, k, v need one float dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        refuse_quantized(layer, q.dtype, "attention")
         if not (q.rank == k.rank == v.rank):
             raise layer.fail("q, k and v need the same rank")
         lead = q.shape[:-2]

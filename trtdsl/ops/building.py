@@ -42,11 +42,22 @@ INT8_REFUSAL = (
 )
 
 
-def refuse_int8(layer: Any, dtype: Any, what: str) -> None:
+#: FP8 E4M3 is quantized too: TensorRT computes on it only through dequantize.
+FP8_REFUSAL = (
+    "float8_e4m3 is TensorRT's quantized FP8 type: {what} on it is not supported; dequantize "
+    "it first (F.dequantize)"
+)
+
+
+def refuse_quantized(layer: Any, dtype: Any, what: str) -> None:
     """Raise ``layer.fail`` (op, layer name, inputs' shapes, user's file:line) when ``dtype`` is
-    int8: ``what`` names the refused computation ("'add'", "reduce 'sum'", ...)."""
-    if getattr(dtype, "name", None) == "int8":
+    a quantized type (int8, float8_e4m3): ``what`` names the refused computation ("'add'",
+    "reduce 'sum'", ...). Moving and casting them stays allowed."""
+    name = getattr(dtype, "name", None)
+    if name == "int8":
         raise layer.fail(INT8_REFUSAL.format(what=what))
+    if name == "float8_e4m3":
+        raise layer.fail(FP8_REFUSAL.format(what=what))
 
 
 def network_of(*values: Any, op: str | None = None, name: str | None = None) -> Graph:

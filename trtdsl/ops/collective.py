@@ -37,7 +37,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import LoweringContext, OpDef, RunContext
-from .building import network_of, refuse_int8
+from .building import network_of, refuse_quantized
 
 COLLECTIVE_OPS: tuple[str, ...] = (
     "all_reduce",
@@ -237,7 +237,7 @@ class Collective(OpDef):
             raise layer.fail(f"{op} needs a reduce op, one of {REDUCE_OPS}")
         if reduce not in REDUCE_OPS:
             raise layer.fail(f"unknown reduce op {reduce!r}; expected one of {REDUCE_OPS}")
-        refuse_int8(layer, dtype, f"{op} (reduce '{reduce}')")
+        refuse_quantized(layer, dtype, f"{op} (reduce '{reduce}')")
         if reduce == "avg" and not dtype.is_float:
             raise layer.fail(f"reduce 'avg' needs a float input, got {dtype} (use sum and divide)")
         return reduce

@@ -17,7 +17,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import LoweringContext, OpDef, RunContext
-from .building import TensorLike, fail, network_of, record1, refuse_int8
+from .building import TensorLike, fail, network_of, record1, refuse_quantized
 from .shapes import broadcast_shapes
 
 
@@ -76,7 +76,7 @@ class ElementWise(OpDef):
                 f"dtype clash: {a.dtype} vs {b.dtype} (networks are strongly typed: cast one)"
             )
         _, kinds, to_bool = _BINARY[kind]
-        refuse_int8(layer, a.dtype, f"'{kind}'")
+        refuse_quantized(layer, a.dtype, f"'{kind}'")
         if a.dtype.kind not in kinds:
             raise layer.fail(f"'{kind}' does not take {a.dtype} inputs")
         shape = broadcast_shapes(layer, a.shape, b.shape)
@@ -132,7 +132,7 @@ class Unary(OpDef):
         if kind not in _UNARY:
             raise layer.fail(f"unknown unary kind {kind!r}; expected one of {UNARY_OPS}")
         (x,) = layer.input_types
-        refuse_int8(layer, x.dtype, f"'{kind}'")
+        refuse_quantized(layer, x.dtype, f"'{kind}'")
         if x.dtype.kind not in _UNARY[kind][1]:
             raise layer.fail(f"'{kind}' does not take {x.dtype} inputs")
         return [x]
@@ -190,6 +190,7 @@ class Activation(OpDef):
         (x,) = layer.input_types
         if not x.dtype.is_float:
             raise layer.fail(f"activation '{kind}' needs a float input, got {x.dtype}")
+        refuse_quantized(layer, x.dtype, f"activation '{kind}'")
         return [x]
 
     def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:

@@ -16,7 +16,7 @@ from .. import dtypes
 from ..ir import Layer, TensorType, Value
 from .api import public
 from .base import LoweringContext, OpDef, RunContext
-from .building import TensorLike, fail, lift, network_of, refuse_int8, require_bool
+from .building import TensorLike, fail, lift, network_of, refuse_quantized, require_bool
 from .shapes import broadcast_dim, normalize_axes, normalize_axis
 
 
@@ -36,6 +36,7 @@ class MatMul(OpDef):
             raise layer.fail(f"dtype clash: {a.dtype} vs {b.dtype}")
         if not a.dtype.is_float:
             raise layer.fail(f"matmul needs float inputs, got {a.dtype}")
+        refuse_quantized(layer, a.dtype, "matmul")
         if a.rank == 0 or b.rank == 0:
             raise layer.fail("matmul needs inputs of rank >= 1")
         ta, tb = layer.attrs["transpose_a"], layer.attrs["transpose_b"]
@@ -117,6 +118,7 @@ class Softmax(OpDef):
         (x,) = layer.input_types
         if not x.dtype.is_float:
             raise layer.fail(f"softmax needs a float input, got {x.dtype}")
+        refuse_quantized(layer, x.dtype, "softmax")
         if x.rank == 0:
             raise layer.fail("softmax needs an input of rank >= 1")
         layer.attrs["axis"] = normalize_axis(layer, layer.attrs["axis"], x.rank)
@@ -156,7 +158,7 @@ class Reduce(OpDef):
         kind = layer.attrs["kind"]
         if kind not in _REDUCE:
             raise layer.fail(f"unknown reduction {kind!r}; expected one of {REDUCE_KINDS}")
-        refuse_int8(layer, x.dtype, f"reduce '{kind}'")
+        refuse_quantized(layer, x.dtype, f"reduce '{kind}'")
         if x.dtype.kind == "bool" or (kind == "mean" and not x.dtype.is_float):
             raise layer.fail(f"reduce '{kind}' does not take {x.dtype} inputs")
         if x.rank == 0:
@@ -200,6 +202,7 @@ class Normalization(OpDef):
             raise layer.fail(f"unknown normalization {kind!r}; expected 'layer' or 'rms'")
         if not x.dtype.is_float:
             raise layer.fail(f"normalization needs a float input, got {x.dtype}")
+        refuse_quantized(layer, x.dtype, f"{kind} normalization")
         if x.rank == 0:
             raise layer.fail("normalization needs an input of rank >= 1")
         axes = normalize_axes(layer, layer.attrs["axes"], x.rank)
