@@ -404,6 +404,38 @@ def test_the_thread_is_a_daemon_and_stops_when_the_last_session_detaches():
     assert not dog.running and world.aborts == 0
 
 
+def test_a_session_opened_right_after_the_last_one_closed_is_watched():
+    """detach stops the thread, which stays alive until it next wakes; an attach in that
+    window must start a fresh thread, or nothing would fire for the new session."""
+    world = World(rank=1)
+    dog = Watchdog(world, interval=0.2, report=lambda s: None)  # a slow thread: a wide window
+    dog.attach("a", [Comm()])
+    old = dog._thread
+    dog.detach("a")
+    dog.attach("b", [Comm()])  # at once, while the old thread still sleeps
+    assert dog._thread is not old and dog.running
+    old.join(0.5)
+    assert not old.is_alive() and dog.running  # the new one watches on
+    stuck = Ev()
+    dog.track(0, stuck, 0.05, "network 'n' collective(s) 'y' (all_reduce) at f.py:1")
+    with pytest.raises(WatchdogError, match="did not complete within 0.05 s"):
+        dog.wait(stuck)
+    assert world.aborts == 1
+
+
+def test_a_waiter_looks_itself_when_no_thread_runs():
+    world = World(rank=0)
+    clock = Clock()
+    dog = Watchdog(world, clock=clock, thread=False, report=lambda s: None)
+    dog.attach("s", [Comm()])
+    stuck = Ev()
+    dog.track(0, stuck, 1.0, "network 'n' collective(s) 'y' (all_reduce) at f.py:1")
+    clock.t += 2.0  # past the deadline; no thread to notice it
+    with pytest.raises(WatchdogError, match="did not complete within 1 s"):
+        dog.wait(stuck, sleep=lambda s: None)
+    assert world.aborts == 1
+
+
 def test_the_thread_fires_by_itself_and_ends():
     world = World(rank=0)
     reports: list[str] = []

@@ -222,8 +222,9 @@ class Watchdog:
         self.check()
         with self._lock:
             self._owners[id(owner)] = list(comms)
-        if self._use_thread and not self.running:
-            self._start()
+            # a stopped thread may still be alive until it next wakes: start a fresh one
+            if self._use_thread and (not self.running or self._stop.is_set()):
+                self._start()
 
     def detach(self, owner: object) -> None:
         """A session is done (closed): finished work is dropped; the thread stops when no
@@ -260,6 +261,8 @@ class Watchdog:
         __tracebackhide__ = True
         start = -1.0
         while not event.done:
+            if not self.running:  # no thread (or it died): look ourselves
+                self.poll()
             self.check()
             now = time.perf_counter()
             if start < 0:
