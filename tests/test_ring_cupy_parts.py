@@ -28,6 +28,9 @@ class FakeStream:
     def wait_event(self, event):
         self.log.append(("wait", self.ptr, event.name))
 
+    def is_capturing(self) -> bool:
+        return False
+
 
 class FakeCuda:
     def __init__(self, log: list) -> None:
@@ -62,6 +65,7 @@ def test_streams_record_and_wait_on_the_right_stream():
     streams = ring.CupyStreams(cp, EVENTS)
     for name, ev in streams.events.items():
         ev.name = name
+    streams._switch.name = "switch"
     assert streams.comm.ptr == 101 and cp.cuda.made == 1
     streams.record("compute", "start")
     streams.wait("comm", "start")
@@ -72,6 +76,8 @@ def test_streams_record_and_wait_on_the_right_stream():
     assert cp.log == [
         ("record", 7, "start"),
         ("wait", 101, "start"),
+        ("record", 7, "switch"),  # a new compute stream first waits for the old one's work
+        ("wait", 9, "switch"),
         ("record", 9, "free0"),
         ("record", 101, "recv1"),
         ("wait", 9, "recv1"),

@@ -43,9 +43,23 @@ class CupyStreams:
         self.cp = cp
         self.comm = cp.cuda.Stream(non_blocking=True)
         self.events = {e: cp.cuda.Event(block=False, disable_timing=True) for e in events}
+        self._switch = cp.cuda.Event(block=False, disable_timing=True)
+        self._last: Any = None  # the compute stream of the last op
 
     def _stream(self, name: str) -> Any:
-        return self.comm if name == COMM else self.cp.cuda.get_current_stream()
+        return self.comm if name == COMM else self._compute()
+
+    def _compute(self) -> Any:
+        """CuPy's current stream. When it changed since the last op (the caller switched streams
+        between calls), it first waits for all work so far on the previous one: the double
+        buffers outlive a call, and the previous call may still be reading them there."""
+        s = self.cp.cuda.get_current_stream()
+        last = self._last
+        if last is not None and last.ptr != s.ptr and not s.is_capturing():
+            last.record(self._switch)
+            s.wait_event(self._switch)
+        self._last = s
+        return s
 
     def record(self, stream: str, event: str) -> None:
         self._stream(stream).record(self.events[event])
