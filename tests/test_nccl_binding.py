@@ -329,3 +329,14 @@ def test_prepared_collective_wraps_binding_errors(fake):
     with pytest.raises(nccl.NcclError, match="ncclAllGather failed: RuntimeError") as e:
         call(1, 2, 3, 0)
     assert e.value.function == "ncclAllGather"
+
+
+def test_a_prepared_call_on_a_closed_or_aborted_communicator_raises(fake):
+    for end in ("close", "abort"):
+        c = _comm(3, 1)
+        call = c.prepare("all_reduce", np.float32, reduce="sum")
+        getattr(c, end)()
+        n = len(fake.calls)
+        with pytest.raises(nccl.NcclError, match="ncclAllReduce: the NCCL communicator is closed"):
+            call(0x1000, 0x2000, 4, 0)
+        assert len(fake.calls) == n  # NCCL was not called with the freed handle

@@ -276,3 +276,21 @@ def test_the_option_is_validated_without_cupy(bad, match):
     with pytest.raises(WatchdogOptionError, match=match) as e:
         net.compile(backend="cupy", nccl_timeout=bad)
     assert f"{__file__}:" in str(e.value)
+
+
+def test_events_still_in_flight_are_never_re_recorded(gpu):
+    """More calls in flight than the session's event pool: each tracked call keeps its own
+    event (re-recording one still queued would tie an old deadline to newer work, and a host
+    that stays ahead would make a healthy job look overdue)."""
+    world = FakeNcclWorld(gpu)
+    s, _ = _session(world, nccl_timeout=600.0, return_device=True)
+    s.run({"x": X})  # the first (checked) call completes
+    gpu.hung = True  # later work stays in flight; the host runs ahead
+    for _ in range(100):
+        s.run({"x": X})
+    queued = [w for lane in s._watch._lanes.values() for w in lane]
+    assert len(queued) >= 100
+    assert len({id(w.event) for w in queued}) == len(queued)
+    gpu.hung = False  # the work completes: close waits for it and nothing was aborted
+    s.close()
+    assert world.aborts == 0

@@ -165,7 +165,10 @@ class CupySession(Session):
         if len(pool) < _WATCH_EVENTS:  # made on first use, then re-recorded round robin
             pool.append(cp.cuda.Event(block=False, disable_timing=True))
         self._watch_next = (i + 1) % _WATCH_EVENTS
-        ev = self._last = pool[i]
+        ev = pool[i]
+        if not ev.done:  # still queued with the watchdog: re-recording would move its deadline's
+            ev = pool[i] = cp.cuda.Event(block=False, disable_timing=True)  # work later
+        self._last = ev
         ev.record(s)
         self._watch.track(s.ptr, ev, self._timeout, self._what)
         if wait:

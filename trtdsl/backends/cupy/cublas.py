@@ -87,7 +87,9 @@ class CapturableGemm:
         for d in batch:
             count *= d
         out = cp.empty(batch + (m, n), dtype=a.dtype)
-        if count and m and n:
+        if count and m and n and not k:  # an empty sum (cuBLAS refuses ld = 0)
+            out.fill(0)
+        elif count and m and n:
             (a_arr, a_stride), (b_arr, b_stride) = (
                 self._operand(a, batch, m * k),
                 self._operand(b, batch, k * n),

@@ -37,6 +37,7 @@ class _Comm(Protocol):
 
     rank: int
     size: int
+    closed: bool
 
     def _handle(self, function: str) -> Any: ...
     def _use_native(self, native: bool | None, function: str) -> bool: ...
@@ -105,6 +106,12 @@ class PreparedCollective:
         return lambda s, r, n, st: method(s, r, n, dtype, root, st, native=False)
 
     def __call__(self, send: int, recv: int, count: int, stream: int) -> None:
+        if self._comm.closed:  # aborted or destroyed: its handle is freed
+            raise NcclError(
+                f"{self.function}: the NCCL communicator is closed (aborted after a failure, or "
+                "closed with its world)",
+                function=self.function,
+            )
         try:
             self._fn(send, recv, count, stream)
         except NcclError:
