@@ -294,3 +294,30 @@ def test_events_still_in_flight_are_never_re_recorded(gpu):
     gpu.hung = False  # the work completes: close waits for it and nothing was aborted
     s.close()
     assert world.aborts == 0
+
+
+def test_a_constant_output_is_the_callers_own_copy(gpu):
+    """A network output that is a constant layer: with device outputs the caller gets a copy,
+    never the session's cached device constant (writing to it would change later runs)."""
+
+    class CachingCtx(Ctx):  # caches device constants per layer, as CupyContext does
+        cache: dict = {}
+
+        def constant(self, layer):
+            if id(layer) not in self.cache:  # an array of its own (no base), as on a GPU
+                value = layer.attrs["value"]
+                dev = self.cache[id(layer)] = Arr(value.shape, value.dtype)
+                dev[...] = value
+            return self.cache[id(layer)]
+
+    world = FakeNcclWorld(gpu)
+    net = td.Network("job", world=world)
+    net.output(net.input("x", (4,)).all_reduce("sum"), "y")
+    value = np.arange(3, dtype=np.float32)
+    net.output(net.constant(value, name="c"), "c")
+    s = CupySession(net, CachingCtx, agree=False, nccl_timeout=None, return_device=True)
+    for _ in range(3):  # the first call runs checked, the later ones take the fast path
+        out = s.run({"x": X})["c"]
+        np.testing.assert_array_equal(out, value)
+        out[...] = -1  # the caller writes to its output
+    s.close()

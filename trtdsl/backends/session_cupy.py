@@ -146,9 +146,10 @@ class CupySession(Session):
             cp.cuda.Event(block=False, disable_timing=True),
             cp.cuda.Event(block=False, disable_timing=True),
         )
+        self._constants: set[int] = set()  # ids of the cached device constants
         for layer, *_ in self.program.steps:  # constants to the device now, once
             if layer.op.name == "constant":
-                CupyContext.constant(self._bare_ctx({}), layer)
+                self._constants.add(id(CupyContext.constant(self._bare_ctx({}), layer)))
 
     # -- running ----------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any], out: Mapping[str, Any] | None = None) -> dict:
@@ -321,7 +322,10 @@ class CupySession(Session):
         if self.return_device:
             if self._graph is not None:  # graph buffers are overwritten by the next launch
                 return {k: v.copy() for k, v in outs.items()}
-            return {k: self._own(v, feeds) for k, v in outs.items()}
+            return {  # never the cached constant itself: a caller's write would change it
+                k: v.copy() if id(v) in self._constants else self._own(v, feeds)
+                for k, v in outs.items()
+            }
         res = {k: cp.asnumpy(v, stream=stream) for k, v in outs.items()}
         if stream is not None:
             stream.synchronize()
