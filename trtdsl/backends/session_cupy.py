@@ -139,7 +139,6 @@ class CupySession(Session):
         self._watch_next = 0
         if self._watch is not None:  # NCCL work is tracked; waits for the GPU go through it
             self._what = describe_collectives(network)
-            self._watch.attach(self, comms)
         self._checking = True
         self._ctx: Any = None
         self._events = (
@@ -150,6 +149,8 @@ class CupySession(Session):
         for layer, *_ in self.program.steps:  # constants to the device now, once
             if layer.op.name == "constant":
                 self._constants.add(id(CupyContext.constant(self._bare_ctx({}), layer)))
+        if self._watch is not None:  # last: a failure above leaves nothing attached
+            self._watch.attach(self, comms)
 
     # -- running ----------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any], out: Mapping[str, Any] | None = None) -> dict:
@@ -244,9 +245,9 @@ class CupySession(Session):
             ctx.check_values = False  # no host reads while capturing (the eager run checked)
             outs = self.program.execute(ctx, check=False, keep_all=True)
         except BaseException:
-            try:
+            try:  # end the broken capture; its own error must not hide the one that broke it
                 stream.end_capture()
-            finally:
+            except Exception:  # noqa: BLE001, S110 - the original error is raised below
                 pass
             raise
         self._graph = stream.end_capture()
@@ -344,11 +345,11 @@ class CupySession(Session):
                 self._watched(self._stream, wait=True)
             elif dog.fired is None and self._last is not None:
                 dog.wait(self._last)
-        finally:
+        finally:  # the handles are freed even when the last wait raised
             if dog is not None:
                 dog.detach(self)
-        if self._gemm is not None:
-            self._gemm.close()
-            self._gemm = None
-        if self._pool is not None:
-            self._pool.free_all_blocks()
+            if self._gemm is not None:
+                self._gemm.close()
+                self._gemm = None
+            if self._pool is not None:
+                self._pool.free_all_blocks()
