@@ -141,39 +141,14 @@ def close(got: np.ndarray, want: np.ndarray, dtype: str) -> tuple[bool, float]:
 
 def _interpreted_cases(seed: int) -> int:  # pragma: no cover - runs in the subprocess
     """Fake CuPy + interpreted launch; prints PASS/FAIL per case, returns the failures."""
-    import types
-    from contextlib import nullcontext
-
     import ml_dtypes
     import triton.language as tl
+    from interp_host import dev, install_fake_cupy
+    from interp_host import poisoned_empty as empty
 
     from kernels import reference as R
 
-    class DevArray(np.ndarray):
-        """A host array posing as a CuPy one: ``.data.ptr`` and ``.device.id`` only."""
-
-        @property
-        def data(self):  # type: ignore[override]
-            return SimpleNamespace(ptr=self.ctypes.data)
-
-        @property
-        def device(self):
-            return SimpleNamespace(id=0)
-
-    def dev(a: np.ndarray) -> DevArray:
-        return np.array(a, order="C").view(DevArray)  # (ascontiguousarray makes 0-d 1-d)
-
-    def empty(shape: tuple, dtype: object) -> DevArray:  # poisoned: all-ones bits (NaN)
-        a = np.empty(shape, dtype)
-        a.reshape(-1).view(np.uint8).fill(0xFF)
-        return a.view(DevArray)
-
-    cp = types.ModuleType("cupy")  # what the entry point may use, nothing else
-    cp.ndarray = DevArray
-    cp.empty = empty
-    cp.array = lambda a, order, copy: np.array(a, order=order, copy=copy).view(DevArray)
-    cp.cuda = SimpleNamespace(Device=lambda i: nullcontext())
-    sys.modules["cupy"] = cp
+    install_fake_cupy()
 
     import kernels.activations as kact
     from kernels import triton_activation
