@@ -307,7 +307,7 @@ def test_prepared_collective_argument_errors(fake):
     c = _comm(3, 1)
     with pytest.raises(ValueError, match="unknown collective"):
         c.prepare("all_sum", np.float32)
-    with pytest.raises(ValueError, match=r"root in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"root must be in \[0, 3\)"):
         c.prepare("broadcast", np.float32, root=3)
     with pytest.raises(ValueError, match="needs a root"):
         c.prepare("gather", np.float32)

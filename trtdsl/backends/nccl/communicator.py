@@ -22,10 +22,8 @@ from .adapter import (
     count,
     get_unique_id,
     group,
-    itemsize,
     load,
     nccl_dtype,
-    nccl_op,
     nccl_version,
     pointer,
     stream_handle,
@@ -259,27 +257,35 @@ class Communicator:
             )
         return self._native
 
+    def _collective(
+        self,
+        op: str,
+        send: Any,
+        recv: Any,
+        n: int,
+        dtype: Any,
+        stream: Any,
+        *,
+        reduce: str | None = None,
+        root: int | None = None,
+        native: bool | None = None,
+    ) -> None:
+        """One call of ``op``: :meth:`prepare` (the one place that knows NCCL's argument
+        order) with the arguments resolved from arrays or ints."""
+        call = self.prepare(op, dtype, reduce, root, native=native)
+        call(pointer(send), pointer(recv), n, stream_handle(stream))
+
     def all_reduce(
         self, send: Any, recv: Any, count_: int, dtype: Any, op: str = "sum", stream: Any = 0
     ) -> None:
         """recv = op over ranks of send (``count_`` elements each); in place if send == recv."""
-        h = self._handle("ncclAllReduce")
-        args = (pointer(send), pointer(recv), count(count_), nccl_dtype(dtype), nccl_op(op))
-        try:
-            self._b.all_reduce(*args, h, stream_handle(stream))
-        except Exception as e:
-            raise _wrap("ncclAllReduce", e) from e
+        self._collective("all_reduce", send, recv, count(count_), dtype, stream, reduce=op)
 
     def broadcast(
         self, send: Any, recv: Any, count_: int, dtype: Any, root: int = 0, stream: Any = 0
     ) -> None:
         """recv = root's send on every rank (send is read on the root only)."""
-        h = self._handle("ncclBroadcast")
-        args = (pointer(send), pointer(recv), count(count_), nccl_dtype(dtype), self._root(root))
-        try:
-            self._b.broadcast(*args, h, stream_handle(stream))
-        except Exception as e:
-            raise _wrap("ncclBroadcast", e) from e
+        self._collective("broadcast", send, recv, count(count_), dtype, stream, root=root)
 
     def reduce(
         self,
@@ -292,33 +298,19 @@ class Communicator:
         stream: Any = 0,
     ) -> None:
         """recv on the root = op over ranks of send; recv may be None (NULL) elsewhere."""
-        h = self._handle("ncclReduce")
-        args = (pointer(send), pointer(recv), count(count_), nccl_dtype(dtype), nccl_op(op))
-        try:
-            self._b.reduce(*args, self._root(root), h, stream_handle(stream))
-        except Exception as e:
-            raise _wrap("ncclReduce", e) from e
+        n = count(count_)
+        self._collective("reduce", send, recv, n, dtype, stream, reduce=op, root=root)
 
     def all_gather(self, send: Any, recv: Any, sendcount: int, dtype: Any, stream: Any = 0) -> None:
         """recv[i*sendcount:(i+1)*sendcount] = rank i's send, on every rank."""
-        h = self._handle("ncclAllGather")
-        args = (pointer(send), pointer(recv), count(sendcount, "sendcount"), nccl_dtype(dtype))
-        try:
-            self._b.all_gather(*args, h, stream_handle(stream))
-        except Exception as e:
-            raise _wrap("ncclAllGather", e) from e
+        self._collective("all_gather", send, recv, count(sendcount, "sendcount"), dtype, stream)
 
     def reduce_scatter(
         self, send: Any, recv: Any, recvcount: int, dtype: Any, op: str = "sum", stream: Any = 0
     ) -> None:
         """recv on rank i = block i (``recvcount`` elements) of op over ranks of send."""
-        h = self._handle("ncclReduceScatter")
         n = count(recvcount, "recvcount")
-        args = (pointer(send), pointer(recv), n, nccl_dtype(dtype), nccl_op(op))
-        try:
-            self._b.reduce_scatter(*args, h, stream_handle(stream))
-        except Exception as e:
-            raise _wrap("ncclReduceScatter", e) from e
+        self._collective("reduce_scatter", send, recv, n, dtype, stream, reduce=op)
 
     def all_to_all(
         self,
@@ -334,20 +326,8 @@ class Communicator:
 
         ``native``: None uses ncclAlltoAll where NCCL >= 2.28, False forces grouped send/recv.
         """
-        h = self._handle("ncclAlltoAll")
-        n, dt, s = count(count_per_peer, "count_per_peer"), nccl_dtype(dtype), stream_handle(stream)
-        sp, rp = pointer(send), pointer(recv)
-        if self._use_native(native, "ncclAlltoAll"):
-            try:
-                self._b.allto_all(sp, rp, n, dt, h, s)
-            except Exception as e:
-                raise _wrap("ncclAlltoAll", e) from e
-            return
-        step = n * itemsize(dtype)
-        with group():
-            for peer in range(self._size):
-                self.send(sp + peer * step, n, dtype, peer, s)
-                self.recv(rp + peer * step, n, dtype, peer, s)
+        n = count(count_per_peer, "count_per_peer")
+        self._collective("all_to_all", send, recv, n, dtype, stream, native=native)
 
     def gather(
         self,
@@ -361,21 +341,8 @@ class Communicator:
         native: bool | None = None,
     ) -> None:
         """On the root, recv block i = rank i's send; recv is not used elsewhere."""
-        h = self._handle("ncclGather")
-        n, dt, s = count(sendcount, "sendcount"), nccl_dtype(dtype), stream_handle(stream)
-        sp, rp, root = pointer(send), pointer(recv), self._root(root)
-        if self._use_native(native, "ncclGather"):
-            try:
-                self._b.gather(sp, rp, n, dt, root, h, s)
-            except Exception as e:
-                raise _wrap("ncclGather", e) from e
-            return
-        step = n * itemsize(dtype)
-        with group():
-            self.send(sp, n, dtype, root, s)
-            if self._rank == root:
-                for peer in range(self._size):
-                    self.recv(rp + peer * step, n, dtype, peer, s)
+        n = count(sendcount, "sendcount")
+        self._collective("gather", send, recv, n, dtype, stream, root=root, native=native)
 
     def scatter(
         self,
@@ -389,21 +356,8 @@ class Communicator:
         native: bool | None = None,
     ) -> None:
         """recv on rank i = block i of the root's send; send is not used elsewhere."""
-        h = self._handle("ncclScatter")
-        n, dt, s = count(recvcount, "recvcount"), nccl_dtype(dtype), stream_handle(stream)
-        sp, rp, root = pointer(send), pointer(recv), self._root(root)
-        if self._use_native(native, "ncclScatter"):
-            try:
-                self._b.scatter(sp, rp, n, dt, root, h, s)
-            except Exception as e:
-                raise _wrap("ncclScatter", e) from e
-            return
-        step = n * itemsize(dtype)
-        with group():
-            if self._rank == root:
-                for peer in range(self._size):
-                    self.send(sp + peer * step, n, dtype, peer, s)
-            self.recv(rp, n, dtype, root, s)
+        n = count(recvcount, "recvcount")
+        self._collective("scatter", send, recv, n, dtype, stream, root=root, native=native)
 
     def send(self, buf: Any, count_: int, dtype: Any, peer: int, stream: Any = 0) -> None:
         """ncclSend ``count_`` elements to ``peer`` (pair with its :meth:`recv`)."""
@@ -424,12 +378,17 @@ class Communicator:
             raise _wrap("ncclRecv", e) from e
 
     def prepare(
-        self, op: str, dtype: Any, reduce: str | None = None, root: int | None = None
+        self,
+        op: str,
+        dtype: Any,
+        reduce: str | None = None,
+        root: int | None = None,
+        *,
+        native: bool | None = None,
     ) -> PreparedCollective:
         """``op`` with its codes bound, for repeated calls with int pointers:
-        ``call(send_ptr, recv_ptr, count, stream_ptr)`` (counts as in the methods above)."""
-        if self._n4p is None:
-            raise NcclError("the NCCL communicator is closed", function="prepare")
-        return PreparedCollective(self, self._b, op, dtype, reduce, root)
+        ``call(send_ptr, recv_ptr, count, stream_ptr)`` (counts as in the methods above;
+        ``native`` as in :meth:`all_to_all`)."""
+        return PreparedCollective(self, self._b, op, dtype, reduce, root, native)
 
     group = staticmethod(group)

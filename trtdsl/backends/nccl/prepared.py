@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .adapter import NcclError, nccl_dtype, nccl_op
+from .adapter import NcclError, group, itemsize, nccl_dtype, nccl_op
 
 #: NCCL's C function behind each collective, for error messages.
 C_NAMES = {
@@ -32,15 +32,18 @@ C_NAMES = {
 
 
 class _Comm(Protocol):
-    """What a prepared call needs of :class:`~.communicator.Communicator` (and, on NCCL <
-    2.28, its ``all_to_all`` / ``gather`` / ``scatter`` send/recv versions)."""
+    """What a prepared call needs of :class:`~.communicator.Communicator` (``send`` / ``recv``:
+    the grouped fallbacks of all_to_all, gather and scatter on NCCL < 2.28)."""
 
     rank: int
     size: int
     closed: bool
 
     def _handle(self, function: str) -> Any: ...
+    def _root(self, root: int, what: str = "root") -> int: ...
     def _use_native(self, native: bool | None, function: str) -> bool: ...
+    def send(self, buf: Any, count_: int, dtype: Any, peer: int, stream: Any = 0) -> None: ...
+    def recv(self, buf: Any, count_: int, dtype: Any, peer: int, stream: Any = 0) -> None: ...
 
 
 class PreparedCollective:
@@ -57,23 +60,32 @@ class PreparedCollective:
         dtype: Any,
         reduce: str | None = None,
         root: int | None = None,
+        native: bool | None = None,
     ) -> None:
         if op not in C_NAMES:
             raise ValueError(f"unknown collective {op!r}; one of {', '.join(C_NAMES)}")
         self.op, self.function, self._comm = op, C_NAMES[op], comm
-        rooted = op in ("broadcast", "reduce", "gather", "scatter")
-        if rooted and (root is None or not 0 <= root < comm.size):
-            raise ValueError(f"{op} needs a root in [0, {comm.size}), got {root!r}")
+        h = comm._handle(self.function)
+        if op in ("broadcast", "reduce", "gather", "scatter"):
+            if root is None:
+                raise ValueError(f"{op} needs a root")
+            root = comm._root(root)
         if op in ("all_reduce", "reduce", "reduce_scatter") and reduce is None:
             raise ValueError(f"{op} needs a reduce op")
-        h = comm._handle(self.function)
         dt = nccl_dtype(dtype)
-        self._fn = self._bind(bindings, op, dt, dtype, reduce, root, h)
+        self._fn = self._bind(bindings, op, dt, dtype, reduce, root, h, native)
 
     def _bind(
-        self, b: Any, op: str, dt: int, dtype: Any, reduce: str | None, root: Any, h: Any
+        self,
+        b: Any,
+        op: str,
+        dt: int,
+        dtype: Any,
+        reduce: str | None,
+        root: Any,
+        h: Any,
+        native: bool | None,
     ) -> Callable[[int, int, int, int], Any]:
-        comm = self._comm
         if op == "all_reduce":
             fn, red = b.all_reduce, nccl_op(reduce)  # type: ignore[arg-type]
             return lambda s, r, n, st: fn(s, r, n, dt, red, h, st)
@@ -89,21 +101,39 @@ class PreparedCollective:
         if op == "all_gather":
             fn = b.all_gather
             return lambda s, r, n, st: fn(s, r, n, dt, h, st)
-        native = comm._use_native(None, self.function)
-        if native and op == "all_to_all":
-            fn = b.allto_all
-            return lambda s, r, n, st: fn(s, r, n, dt, h, st)
-        if native and op == "gather":
-            fn = b.gather
+        if self._comm._use_native(native, self.function):
+            if op == "all_to_all":
+                fn = b.allto_all
+                return lambda s, r, n, st: fn(s, r, n, dt, h, st)
+            fn = b.gather if op == "gather" else b.scatter
             return lambda s, r, n, st: fn(s, r, n, dt, root, h, st)
-        if native and op == "scatter":
-            fn = b.scatter
-            return lambda s, r, n, st: fn(s, r, n, dt, root, h, st)
-        # NCCL < 2.28: the communicator's grouped send/recv versions (already wrapped)
-        method = getattr(comm, op)
-        if op == "all_to_all":
-            return lambda s, r, n, st: method(s, r, n, dtype, st, native=False)
-        return lambda s, r, n, st: method(s, r, n, dtype, root, st, native=False)
+        return self._grouped(op, dtype, root)
+
+    def _grouped(self, op: str, dtype: Any, root: Any) -> Callable[[int, int, int, int], Any]:
+        """all_to_all, gather or scatter as one NCCL group of sends and receives (NCCL < 2.28,
+        or ``native=False``); blocks at byte offsets ``peer * count * itemsize``."""
+        comm, size = self._comm, self._comm.size
+        item = itemsize(dtype)
+
+        def call(s: int, r: int, n: int, st: int) -> None:
+            step = n * item
+            with group():
+                if op == "all_to_all":
+                    for peer in range(size):
+                        comm.send(s + peer * step, n, dtype, peer, st)
+                        comm.recv(r + peer * step, n, dtype, peer, st)
+                elif op == "gather":
+                    comm.send(s, n, dtype, root, st)
+                    if comm.rank == root:
+                        for peer in range(size):
+                            comm.recv(r + peer * step, n, dtype, peer, st)
+                else:  # scatter
+                    if comm.rank == root:
+                        for peer in range(size):
+                            comm.send(s + peer * step, n, dtype, peer, st)
+                    comm.recv(r, n, dtype, root, st)
+
+        return call
 
     def __call__(self, send: int, recv: int, count: int, stream: int) -> None:
         if self._comm.closed:  # aborted or destroyed: its handle is freed
