@@ -20,6 +20,7 @@ from trtdsl.backends.cupy import device, watchdog
 from trtdsl.backends.cupy.watchdog import WatchdogError, WatchdogOptionError
 from trtdsl.backends.interpreter import RunContext
 from trtdsl.backends.session_cupy import CupySession
+from trtdsl.errors import ExecutionError
 from trtdsl.worlds import World
 
 
@@ -320,4 +321,40 @@ def test_a_constant_output_is_the_callers_own_copy(gpu):
         out = s.run({"x": X})["c"]
         np.testing.assert_array_equal(out, value)
         out[...] = -1  # the caller writes to its output
+    s.close()
+
+
+def test_out_arrays_on_device_and_host_are_checked_and_written(gpu, monkeypatch):
+    """``run(feeds, out=...)``: device arrays get one async device copy, host arrays a
+    download (then a sync); a missing or mis-shaped out is an error naming it."""
+    copies = []
+
+    def memcpy(dst, src, nbytes, kind, stream):  # cudaMemcpyAsync, device to device
+        assert kind == 3
+        copies.append(nbytes)
+        ctypes.memmove(dst, src, nbytes)
+
+    def get(self, stream=None, out=None):  # CuPy's download into a host array
+        out[...] = self
+        return out
+
+    cp = device.cupy_module()
+    cp.cuda.runtime = types.SimpleNamespace(memcpyAsync=memcpy)
+    monkeypatch.setattr(device, "cupy_module", lambda: cp)
+    monkeypatch.setattr(Arr, "get", get, raising=False)
+    s, _ = _session(FakeNcclWorld(gpu), nccl_timeout=None)
+    for _ in range(2):  # checked, then the fast path
+        on_device = np.zeros(4, np.float32).view(Arr)
+        got = s.run({"x": X}, out={"y": on_device})
+        assert got["y"] is on_device and copies[-1] == 16
+        np.testing.assert_array_equal(on_device, X * 2)
+        on_host = np.zeros(4, np.float32)
+        reads = gpu.blocking_reads
+        assert s.run({"x": X}, out={"y": on_host})["y"] is on_host
+        np.testing.assert_array_equal(on_host, X * 2)
+        assert gpu.blocking_reads == reads  # this session runs on the caller's stream
+    with pytest.raises(ExecutionError, match=r"out= lacks output\(s\) \['y'\]"):
+        s.run({"x": X}, out={"z": on_host})
+    with pytest.raises(ExecutionError, match=r"out\['y'\] is \(3,\) float32, the output is \(4,\)"):
+        s.run({"x": X}, out={"y": np.zeros(3, np.float32)})
     s.close()

@@ -120,12 +120,17 @@ class Session:
         return _owned(v, _Feeds(feeds))
 
     def _copy_into(self, dst: Any, src: Any, name: str) -> None:
+        """``out[name] = src``, after :meth:`_check_out` (backends copy their own way)."""
+        self._check_out(dst, src, name)
+        np.copyto(dst, src)
+
+    @staticmethod
+    def _check_out(dst: Any, src: Any, name: str) -> None:
         if tuple(dst.shape) != tuple(src.shape) or dst.dtype != src.dtype:
             raise ExecutionError(
                 f"out['{name}'] is {tuple(dst.shape)} {dst.dtype}, the output is "
                 f"{tuple(src.shape)} {src.dtype}"
             )
-        np.copyto(dst, src)
 
     def _asarray(self, x: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

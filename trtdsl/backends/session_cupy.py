@@ -293,33 +293,17 @@ class CupySession(Session):
     def _deliver(self, outs: dict, feeds: Mapping[str, Any], out: Mapping[str, Any] | None) -> dict:
         cp = self.cp
         stream = self._stream
+        if out is None:
+            host = not self.return_device
+        else:  # host arrays among the given outputs: the host reads them after the copies
+            host = any(not isinstance(out[k], cp.ndarray) for k in outs if k in out)
         if self._watch is not None:  # wait through the watchdog where the host would block
-            host = (
-                not self.return_device
-                if out is None
-                else not all(isinstance(d, cp.ndarray) for d in out.values())
-            )
             self._watched(stream, wait=host)
-        if out is not None:
-            missing = sorted(set(outs) - set(out))
-            if missing:
-                raise ExecutionError(f"out= lacks output(s) {missing}")
-            host = False
-            for k, v in outs.items():
-                dst = out[k]
-                if tuple(dst.shape) != tuple(v.shape) or dst.dtype != v.dtype:
-                    raise ExecutionError(
-                        f"out['{k}'] is {tuple(dst.shape)} {dst.dtype}, the output is "
-                        f"{tuple(v.shape)} {v.dtype}"
-                    )
-                if isinstance(dst, cp.ndarray):  # stream-ordered on the caller's stream
-                    _device_copy(cp, dst, v)
-                else:
-                    v.get(stream=stream, out=dst)
-                    host = True
+        if out is not None:  # checked and copied by Session._deliver through _copy_into
+            delivered = super()._deliver(outs, feeds, out)
             if host and stream is not None:
                 stream.synchronize()
-            return dict(out)
+            return delivered
         if self.return_device:
             if self._graph is not None:  # graph buffers are overwritten by the next launch
                 return {k: v.copy() for k, v in outs.items()}
@@ -331,6 +315,13 @@ class CupySession(Session):
         if stream is not None:
             stream.synchronize()
         return res
+
+    def _copy_into(self, dst: Any, src: Any, name: str) -> None:
+        self._check_out(dst, src, name)
+        if isinstance(dst, self.cp.ndarray):  # stream-ordered on the caller's stream
+            _device_copy(self.cp, dst, src)
+        else:
+            src.get(stream=self._stream, out=dst)
 
     def _release(self) -> None:
         self._graph = None
