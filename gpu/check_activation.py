@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from check_support import GpuCheck as Ctx  # gpu/check_support.py (this folder)
 
 os.environ["TRTDSL_ACTIVATION_KERNEL"] = "1"  # the op checks below run the kernel (off by default)
 
@@ -46,51 +47,6 @@ DTYPES = ("float16", "bfloat16", "float32")
 TOL = {"float32": (1e-6, 1e-5), "float16": (1e-5, 1.5e-3), "bfloat16": (1e-5, 1e-2)}
 SHAPES = ((1,), (15,), (16,), (4097,), (3, 7, 601), (1000003,), (2, 4096, 4608))
 BIG = {"float16": 60000.0, "bfloat16": 1e30, "float32": 1e30}
-
-
-class Ctx:
-    """CuPy, bf16 handling (native or uint16 bits + ``as_dtype``) and the pass/fail tally."""
-
-    def __init__(self) -> None:
-        import cupy
-        import ml_dtypes
-
-        self.cp = cupy
-        self.bf16 = np.dtype(ml_dtypes.bfloat16)
-        try:
-            cupy.asarray(np.zeros(2, self.bf16))
-            self.native_bf16 = True
-        except Exception:
-            self.native_bf16 = False
-        self.passed = self.failed = 0
-
-    def np_dtype(self, name: str) -> np.dtype:
-        return self.bf16 if name == "bfloat16" else np.dtype(name)
-
-    def to_gpu(self, x: np.ndarray, name: str) -> Any:
-        x = np.ascontiguousarray(x)
-        if name == "bfloat16" and not self.native_bf16:
-            return self.cp.asarray(x.view(np.uint16))
-        return self.cp.asarray(x)
-
-    def to_host(self, x: Any, name: str) -> np.ndarray:
-        h = self.cp.asnumpy(x)
-        if name == "bfloat16" and h.dtype == np.uint16:
-            h = h.view(self.bf16)
-        return h.astype(np.float64)
-
-    def as_dtype(self, name: str) -> str | None:
-        return "bfloat16" if name == "bfloat16" and not self.native_bf16 else None
-
-    def poison(self, nbytes: int) -> None:
-        """A NaN block of ``nbytes`` allocated and freed (the next allocation may reuse it)."""
-        block = self.cp.full(max(1, nbytes // 2), 0xFFFF, self.cp.uint16)
-        del block
-
-    def record(self, ok: bool, line: str) -> None:
-        self.passed += ok
-        self.failed += not ok
-        print(("PASS " if ok else "FAIL ") + line, flush=True)
 
 
 def close(got: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[bool, float]:

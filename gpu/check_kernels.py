@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from check_support import GpuCheck  # gpu/check_support.py (this folder)
 
 try:
     import trtdsl.kernels as K
@@ -43,24 +44,12 @@ TOL_O = {"float16": 1e-3, "bfloat16": 8e-3}  # ||o - ref|| / ||ref||
 TOL_LSE = 1e-4  # |lse - ref| / max(1, |ref|)
 
 
-class Ctx:
-    """CuPy, the dtype handling (native bf16 or uint16 bits) and the pass/fail tally."""
+class Ctx(GpuCheck):
+    """The shared CuPy / bf16 / tally helper (gpu/check_support.py), plus a record of which
+    kernels ``flash_attention`` looked up."""
 
     def __init__(self) -> None:
-        import cupy
-        import ml_dtypes
-
-        self.cp = cupy
-        self.bf16 = np.dtype(ml_dtypes.bfloat16)
-        try:
-            cupy.asarray(np.zeros(2, self.bf16))
-            self.native_bf16 = True
-        except Exception:
-            self.native_bf16 = False
-        self.passed = 0
-        self.failed = 0
-        self.poison_hits = 0
-        self.poison_tries = 0
+        super().__init__()
         self.launched: list[str] = []  # kinds of the kernels attention.py looked up
         kernel = A._kernel
 
@@ -69,37 +58,6 @@ class Ctx:
             return kernel(kind, *variant)
 
         A._kernel = spy
-
-    def np_dtype(self, name: str) -> np.dtype:
-        return self.bf16 if name == "bfloat16" else np.dtype(name)
-
-    def to_gpu(self, x: np.ndarray, name: str) -> Any:
-        """Host array of dtype ``name`` on the GPU (bf16 as uint16 bits if CuPy lacks it)."""
-        x = np.ascontiguousarray(x.astype(self.np_dtype(name)))
-        if name == "bfloat16" and not self.native_bf16:
-            return self.cp.asarray(x.view(np.uint16))
-        return self.cp.asarray(x)
-
-    def to_host(self, x: Any, name: str) -> np.ndarray:
-        h = self.cp.asnumpy(x)
-        if name == "bfloat16" and h.dtype == np.uint16:
-            h = h.view(self.bf16)
-        return h.astype(np.float64)
-
-    def as_dtype(self, name: str) -> str | None:
-        return "bfloat16" if name == "bfloat16" and not self.native_bf16 else None
-
-    def poison(self, nbytes: list[int]) -> list[int]:
-        """Allocate NaN blocks of these sizes and free them; returns their addresses."""
-        blocks = [self.cp.full(n // 2, 0xFFFF, self.cp.uint16) for n in nbytes]
-        ptrs = [int(b.data.ptr) for b in blocks]
-        del blocks
-        return ptrs
-
-    def record(self, ok: bool, line: str) -> None:
-        self.passed += ok
-        self.failed += not ok
-        print(("PASS " if ok else "FAIL ") + line, flush=True)
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,7 +102,7 @@ def check_attention_case(
     hq, hk, hv = (ctx.to_host(x, dtype) for x in (gq, gk, gv))
     ref_o, ref_lse = R.attention(hq, hk, hv, scale, causal, q_off, k_off)
     n_rows = int(np.prod(lead)) * sq
-    ptrs = ctx.poison([n_rows * d * 2] + ([n_rows * 4] if return_lse else []))
+    ptrs = ctx.poison_blocks([n_rows * d * 2] + ([n_rows * 4] if return_lse else []))
     ctx.launched.clear()
     cp.cuda.Device().synchronize()  # inputs and poison in place before another stream reads
     o, lse = K.flash_attention(
@@ -254,7 +212,7 @@ def check_merge_case(ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, 
     ref_o, ref_l = R.merge(h1, l1.astype(np.float32), h2, l2.astype(np.float32))
     gl1, gl2 = cp.asarray(l1.astype(np.float32)), cp.asarray(l2.astype(np.float32))
     as_dt = ctx.as_dtype(dtype)
-    ptrs = ctx.poison([rows * d * g1.itemsize, rows * 4])
+    ptrs = ctx.poison_blocks([rows * d * g1.itemsize, rows * 4])
     o, lse = K.merge_attention(g1, gl1, g2, gl2, inplace=False, as_dtype=as_dt)
     cp.cuda.get_current_stream().synchronize()
     ctx.poison_tries += 1

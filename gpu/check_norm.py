@@ -21,9 +21,9 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from check_support import GpuCheck as Ctx  # gpu/check_support.py (this folder)
 
 try:
     import trtdsl.kernels as K
@@ -36,53 +36,6 @@ except ImportError:  # run from a checkout where kernels/ is not installed under
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}  # max |err| / max(1, |ref|)
 DS = (64, 1000, 1152, 3000, 3072, 4097, 8192, 16384)
 FORMS = ("b1d", "1d", "d", "sd", "bsd", "slice")
-
-
-class Ctx:
-    """CuPy, bf16 handling (native or uint16 bits + ``as_dtype``) and the pass/fail tally."""
-
-    def __init__(self) -> None:
-        import cupy
-        import ml_dtypes
-
-        self.cp = cupy
-        self.bf16 = np.dtype(ml_dtypes.bfloat16)
-        try:
-            cupy.asarray(np.zeros(2, self.bf16))
-            self.native_bf16 = True
-        except Exception:
-            self.native_bf16 = False
-        self.passed = self.failed = self.poison_hits = self.poison_tries = 0
-
-    def np_dtype(self, name: str) -> np.dtype:
-        return self.bf16 if name == "bfloat16" else np.dtype(name)
-
-    def to_gpu(self, x: np.ndarray, name: str) -> Any:
-        x = np.ascontiguousarray(x.astype(self.np_dtype(name)))
-        if name == "bfloat16" and not self.native_bf16:
-            return self.cp.asarray(x.view(np.uint16))
-        return self.cp.asarray(x)
-
-    def to_host(self, x: Any, name: str) -> np.ndarray:
-        h = self.cp.asnumpy(x)
-        if name == "bfloat16" and h.dtype == np.uint16:
-            h = h.view(self.bf16)
-        return h.astype(np.float64)
-
-    def as_dtype(self, name: str) -> str | None:
-        return "bfloat16" if name == "bfloat16" and not self.native_bf16 else None
-
-    def poison(self, nbytes: int) -> int:
-        """A NaN block of ``nbytes`` allocated and freed; returns its address."""
-        block = self.cp.full(nbytes // 2, 0xFFFF, self.cp.uint16)
-        ptr = int(block.data.ptr)
-        del block
-        return ptr
-
-    def record(self, ok: bool, line: str) -> None:
-        self.passed += ok
-        self.failed += not ok
-        print(("PASS " if ok else "FAIL ") + line, flush=True)
 
 
 def err_of(got: np.ndarray, ref: np.ndarray) -> float:

@@ -1,0 +1,63 @@
+"""What the GPU kernel checks share (``gpu/check_kernels.py``, ``check_norm.py``,
+``check_activation.py``; imported from the script's folder): CuPy, bf16 on the device (native,
+or uint16 bits read through the kernels' ``as_dtype`` where CuPy lacks bfloat16), poisoned
+blocks that show whether a kernel wrote its whole output, and the PASS/FAIL tally."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class GpuCheck:
+    """CuPy, bf16 handling and the pass/fail tally of one check run."""
+
+    def __init__(self) -> None:
+        import cupy
+        import ml_dtypes
+
+        self.cp = cupy
+        self.bf16 = np.dtype(ml_dtypes.bfloat16)
+        try:
+            cupy.asarray(np.zeros(2, self.bf16))
+            self.native_bf16 = True
+        except Exception:
+            self.native_bf16 = False
+        self.passed = self.failed = self.poison_hits = self.poison_tries = 0
+
+    def np_dtype(self, name: str) -> np.dtype:
+        return self.bf16 if name == "bfloat16" else np.dtype(name)
+
+    def to_gpu(self, x: np.ndarray, name: str) -> Any:
+        """Host array as dtype ``name`` on the GPU (bf16 as uint16 bits if CuPy lacks it)."""
+        x = np.ascontiguousarray(x.astype(self.np_dtype(name)))
+        if name == "bfloat16" and not self.native_bf16:
+            return self.cp.asarray(x.view(np.uint16))
+        return self.cp.asarray(x)
+
+    def to_host(self, x: Any, name: str) -> np.ndarray:
+        h = self.cp.asnumpy(x)
+        if name == "bfloat16" and h.dtype == np.uint16:
+            h = h.view(self.bf16)
+        return h.astype(np.float64)
+
+    def as_dtype(self, name: str) -> str | None:
+        return "bfloat16" if name == "bfloat16" and not self.native_bf16 else None
+
+    def poison_blocks(self, nbytes: list[int]) -> list[int]:
+        """Allocate NaN blocks (all-ones bits) of these sizes together, then free them, so the
+        next allocations may reuse them; returns their addresses."""
+        blocks = [self.cp.full(n // 2, 0xFFFF, self.cp.uint16) for n in nbytes]
+        ptrs = [int(b.data.ptr) for b in blocks]
+        del blocks
+        return ptrs
+
+    def poison(self, nbytes: int) -> int:
+        """One NaN block of ``nbytes``, allocated and freed; returns its address."""
+        return self.poison_blocks([nbytes])[0]
+
+    def record(self, ok: bool, line: str) -> None:
+        self.passed += ok
+        self.failed += not ok
+        print(("PASS " if ok else "FAIL ") + line, flush=True)
