@@ -16,29 +16,20 @@ The compile of every spec for sm_90 is in tests/test_kernels_compile.py.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from kernel_modules import ROOT, K, module, needs_triton
 
 import trtdsl as td
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import trtdsl.kernels as K
-    from trtdsl.kernels import configs as CFG
-except ImportError:  # kernels/ not installed under trtdsl: import it from the checkout
-    sys.path.insert(0, str(ROOT))
-    import kernels as K
-    from kernels import configs as CFG
+CFG = module("configs")
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 F16 = np.float16
 
 
@@ -112,7 +103,7 @@ def test_specs_cover_every_variant_and_match_the_kernel() -> None:
 
 
 # -- end to end through Triton's interpreter ----------------------------------------------------
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not importable here")
+@needs_triton
 def test_entry_point_through_the_triton_interpreter() -> None:
     seed = int.from_bytes(os.urandom(4), "little")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}

@@ -14,22 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_modules import ROOT, K, module, needs_triton
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import trtdsl.kernels as K
-    import trtdsl.kernels.compile as C
-    import trtdsl.kernels.configs as CFG
-except ImportError:  # kernels/ not installed under trtdsl yet: import it from the checkout
-    sys.path.insert(0, str(ROOT))
-    import kernels as K
-    import kernels.compile as C
-    import kernels.configs as CFG
+C = module("compile")
+CFG = module("configs")
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(
-    not HAS_TRITON, reason="triton is not importable here (pip install 'triton==3.6.*')"
-)
 PKG = K.__name__  # "trtdsl.kernels" or "kernels"
 
 

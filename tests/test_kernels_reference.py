@@ -5,17 +5,12 @@ chunks merged == attention over their concatenation)."""
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_modules import module
 
-try:
-    import trtdsl.kernels.reference as R
-except ImportError:  # kernels/ not installed under trtdsl yet: import it from the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import kernels.reference as R
+R = module("reference")
 
 
 def loop_attention(q, k, v, scale, causal, q_off, k_off):

@@ -8,7 +8,6 @@ Compilation and interpreter tests skip where Triton is not importable.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -21,27 +20,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_modules import ROOT, module, needs_triton
 from strategies import examples
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import trtdsl.kernels.attention as A
-    import trtdsl.kernels.compile as C
-    import trtdsl.kernels.configs as CFG
-    import trtdsl.kernels.reference as R
-    import trtdsl.kernels.tma_configs as T
-except ImportError:  # kernels/ not installed under trtdsl yet: import it from the checkout
-    sys.path.insert(0, str(ROOT))
-    import kernels.attention as A
-    import kernels.compile as C
-    import kernels.configs as CFG
-    import kernels.reference as R
-    import kernels.tma_configs as T
+A = module("attention")
+C = module("compile")
+CFG = module("configs")
+R = module("reference")
+T = module("tma_configs")
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(
-    not HAS_TRITON, reason="triton is not importable here (pip install 'triton==3.6.*')"
-)
 SMEM_LIMIT = 227 * 1024  # an H100/H200 block's opt-in shared memory
 
 
