@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -31,3 +33,19 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(
     not HAS_TRITON, reason="triton is not importable here (pip install 'triton==3.6.*')"
 )
+
+
+def run_interpreted(script: str, timeout: int, min_passes: int = 100) -> None:
+    """Run ``script`` (a test file whose ``__main__`` launches its kernel cases under Triton's
+    CPU interpreter and prints a PASS/FAIL line each) with a random seed; every line must be
+    a PASS, and at least ``min_passes`` of them."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        [sys.executable, script, str(seed)], capture_output=True, text=True, env=env,
+        timeout=timeout,
+    )  # fmt: skip
+    lines = p.stdout.splitlines()
+    bad = [ln for ln in lines if not ln.startswith("PASS")]
+    assert p.returncode == 0 and not bad, f"seed {seed}:\n" + "\n".join(bad) + p.stderr[-3000:]
+    assert sum(ln.startswith("PASS") for ln in lines) >= min_passes, p.stdout[-2000:]

@@ -17,14 +17,12 @@ The compile of every spec for sm_90 is in tests/test_kernels_compile.py.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from kernel_modules import ROOT, K, module, needs_triton
+from kernel_modules import ROOT, K, module, needs_triton, run_interpreted
 
 import trtdsl as td
 
@@ -105,15 +103,7 @@ def test_specs_cover_every_variant_and_match_the_kernel() -> None:
 # -- end to end through Triton's interpreter ----------------------------------------------------
 @needs_triton
 def test_entry_point_through_the_triton_interpreter() -> None:
-    seed = int.from_bytes(os.urandom(4), "little")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run(
-        [sys.executable, __file__, str(seed)], capture_output=True, text=True, env=env, timeout=300
-    )
-    lines = p.stdout.splitlines()
-    bad = [ln for ln in lines if not ln.startswith("PASS")]
-    assert p.returncode == 0 and not bad, f"seed {seed}:\n" + "\n".join(bad) + p.stderr[-3000:]
-    assert sum(ln.startswith("PASS") for ln in lines) >= 100, p.stdout[-2000:]
+    run_interpreted(__file__, timeout=300)
 
 
 #: |got - want| <= ATOL + RTOL * |want| (one rounding of float32 math, float32 erf/exp)

@@ -16,15 +16,13 @@ The compile of every spec for sm_90 is in tests/test_kernels_compile.py.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_modules import ROOT, K, module, needs_triton
+from kernel_modules import ROOT, K, module, needs_triton, run_interpreted
 
 CFG = module("configs")
 NC = module("norm_checks")
@@ -177,15 +175,7 @@ def test_specs_cover_every_variant_and_match_the_kernel() -> None:
 # -- end to end through Triton's interpreter ----------------------------------------------------
 @needs_triton
 def test_entry_point_through_the_triton_interpreter() -> None:
-    seed = int.from_bytes(os.urandom(4), "little")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.run(
-        [sys.executable, __file__, str(seed)], capture_output=True, text=True, env=env, timeout=600
-    )
-    lines = p.stdout.splitlines()
-    bad = [ln for ln in lines if not ln.startswith("PASS")]
-    assert p.returncode == 0 and not bad, f"seed {seed}:\n" + "\n".join(bad) + p.stderr[-3000:]
-    assert sum(ln.startswith("PASS") for ln in lines) >= 100, p.stdout[-2000:]
+    run_interpreted(__file__, timeout=600)
 
 
 TOL = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}  # max |err| / max(1, |want|)
