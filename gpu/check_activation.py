@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from check_support import GpuCheck as Ctx  # gpu/check_support.py (this folder)
 
-os.environ["TRTDSL_ACTIVATION_KERNEL"] = "1"  # the op checks below run the kernel (off by default)
+os.environ["TRTDSL_ACTIVATION_KERNEL"] = "1"  # the op checks below run the kernel
 
 try:
     import trtdsl.kernels as K

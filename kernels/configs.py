@@ -217,11 +217,10 @@ def norm_specs() -> list[KernelSpec]:
 
 # -- the elementwise activation (kernels/triton_activation.py) --------------------------------
 ACT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
-#: The activation kernel is off by default until its GPU check (gpu/check_activation.py) has
-#: passed on an H200: it is checked against float64 only under Triton's interpreter so far.
-#: ``TRTDSL_ACTIVATION_KERNEL=1`` turns it on (``0`` off), read at each call.
+#: The activation kernel is on (gpu/check_activation.py: 138/138 against float64 on an H200,
+#: docs/gpu-runs.md); ``TRTDSL_ACTIVATION_KERNEL=0`` turns it off (``1`` on), read at each call.
 ACTIVATION_KERNEL_ENV = "TRTDSL_ACTIVATION_KERNEL"
-USE_ACTIVATION_KERNEL = False
+USE_ACTIVATION_KERNEL = True
 
 
 def use_activation_kernel() -> bool:

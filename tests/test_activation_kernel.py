@@ -294,9 +294,10 @@ def test_cupy_context_routes_to_the_kernel_where_it_fits(monkeypatch) -> None:
     ctx.use_kernels = True
     net0 = td.Network("off")
     off = F_act(net0.input("x", (3, 5), "float16"), "gelu_tanh").producer
-    monkeypatch.delenv(CFG.ACTIVATION_KERNEL_ENV, raising=False)
-    assert ctx.fused_activation(off, [FakeGpuArray("float16")]) is None  # off by default
-    monkeypatch.setenv(CFG.ACTIVATION_KERNEL_ENV, "1")
+    monkeypatch.setenv(CFG.ACTIVATION_KERNEL_ENV, "0")
+    assert ctx.fused_activation(off, [FakeGpuArray("float16")]) is None  # switched off
+    assert calls == []
+    monkeypatch.delenv(CFG.ACTIVATION_KERNEL_ENV, raising=False)  # on by default
     net = td.Network("route")
     x = net.input("x", (3, 5), "float16")
     layers = {k: F_act(x, k).producer for k in CFG.ACT_KINDS}

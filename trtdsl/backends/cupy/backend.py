@@ -124,9 +124,8 @@ class CupyContext(RunContext):
     def fused_activation(self, layer: Any, inputs: list[Any]) -> list[Any] | None:
         """The Triton activation kernel (trtdsl.kernels.activations: x read once, y written
         once, float32 math, on the current stream, no host sync, so CUDA graphs capture it)
-        for C-contiguous, 16-byte aligned fp16/bf16/fp32 x where switched on
-        (``TRTDSL_ACTIVATION_KERNEL=1``; off by default until checked on a GPU); None (the op
-        reference) otherwise."""
+        for C-contiguous, 16-byte aligned fp16/bf16/fp32 x unless switched off
+        (``TRTDSL_ACTIVATION_KERNEL=0``); None (the op reference) otherwise."""
         from ...kernels.activations import activation
         from ...kernels.configs import ACT_DTYPES, ACT_KINDS, use_activation_kernel
 
@@ -134,7 +133,7 @@ class CupyContext(RunContext):
         kind = layer.attrs["kind"]
         if (
             not self.use_kernels
-            or not use_activation_kernel()  # off until its GPU check has run (configs.py)
+            or not use_activation_kernel()  # TRTDSL_ACTIVATION_KERNEL=0 (configs.py)
             or kind not in ACT_KINDS
             or str(x.dtype) not in ACT_DTYPES
             or not x.flags.c_contiguous
