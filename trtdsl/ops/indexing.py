@@ -134,8 +134,10 @@ class Split(OpDef):
         ax, sizes = layer.attrs["axis"], layer.attrs["sizes"]
         bounds = np.cumsum((0,) + sizes)
         x = inputs[0]
+        lead = (builtins.slice(None),) * ax
+        # a basic slice and one strided copy each (``take`` would gather through an index array)
         return [
-            ctx.xp.ascontiguousarray(ctx.xp.take(x, ctx.xp.arange(lo, hi), axis=ax))
+            x[lead + (builtins.slice(int(lo), int(hi)),)].copy()
             for lo, hi in zip(bounds[:-1], bounds[1:])
         ]
 
