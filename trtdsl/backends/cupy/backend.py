@@ -75,10 +75,12 @@ class CupyContext(RunContext):
         return erf(x)
 
     def fused_attention(self, layer: Any, inputs: list[Any]) -> list[Any] | None:
-        """The Triton flash-attention kernel (trtdsl.kernels) for fp16/bf16 q, k, v of a
-        head_dim it was compiled for, without a mask; None (the reference) otherwise."""
-        from ...kernels.attention import flash_attention
+        """Fused attention for fp16/bf16 q, k, v of a head_dim the Triton kernel was compiled
+        for, without a mask: the engine ``$TRTDSL_ATTENTION_ENGINE`` picks (the Triton kernel,
+        or cuDNN where it can run the call: ``attention_engine.py``); None (the reference)
+        otherwise."""
         from ...kernels.configs import DTYPES, HEAD_DIMS
+        from .attention_engine import fused_attention
 
         a = layer.attrs
         q, k, v = inputs[:3]
@@ -91,7 +93,7 @@ class CupyContext(RunContext):
             or not self.use_kernels
         ):
             return None
-        o, lse = flash_attention(
+        o, lse = fused_attention(
             q, k, v, scale=a["scale"], causal=a["causal"], q_offset=a["q_offset"],
             k_offset=a["k_offset"], return_lse=a["return_lse"],
         )  # fmt: skip

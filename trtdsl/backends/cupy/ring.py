@@ -8,9 +8,10 @@ to rank ``i + 1`` and receives rank ``i - 1``'s into the other of two buffers (o
 (:func:`~trtdsl.backends.ring_schedule.ring_plan`). Blocks ``[2H, s, Dh]`` (k rows, v rows).
 
 - Attention of a block: the Triton flash-attention kernel with its log-sum-exp
-  (``trtdsl.kernels``, fp16/bf16 and its head dims); otherwise (float32, other head dims,
-  ``use_kernels=False``) float32 attention from array ops, with the context's matmul (cuBLAS
-  bound to the session's stream under ``cuda_graph=True``).
+  (``trtdsl.kernels``, fp16/bf16 and its head dims; cuDNN's where ``attention_engine.py``
+  picks it); otherwise (float32, other head dims, ``use_kernels=False``) float32 attention
+  from array ops, with the context's matmul (cuBLAS bound to the session's stream under
+  ``cuda_graph=True``).
 - Merge: the running state is float32 per query piece; the Triton merge kernel where the head
   dim is a kernel's, array ops otherwise.
 - NCCL: the group's communicator of the world (``world.communicator(spec)`` with the region's
@@ -102,9 +103,9 @@ class KernelBlockOps:
             and q.shape[-1] in self.head_dims
             and scale > 0
         ):
-            from ...kernels.attention import flash_attention
+            from .attention_engine import fused_attention  # Triton, or cuDNN if switched on
 
-            return flash_attention(
+            return fused_attention(
                 q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset,
                 return_lse=True,
             )  # fmt: skip

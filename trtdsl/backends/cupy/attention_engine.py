@@ -1,0 +1,96 @@
+"""Which engine runs fused attention on the cupy backend: the Triton flash kernel
+(``kernels/attention.py``, the default and the fallback) or cuDNN's fused SDPA
+(:mod:`.cudnn_attention`, where the ``nvidia-cudnn-frontend`` package is installed).
+
+Both call sites go through :func:`fused_attention`: the attention op
+(``CupyContext.fused_attention``) and Ring attention's per-block attention
+(``ring.KernelBlockOps.attend``). ``$TRTDSL_ATTENTION_ENGINE``, read at each call, picks:
+
+- ``triton`` (default, :data:`DEFAULT_ENGINE`): our kernel;
+- ``cudnn``: cuDNN where :func:`.cudnn_attention.supported` says it can run the call, our kernel
+  otherwise (one warning per process when the cuDNN frontend is missing);
+- ``auto``: the same, without that warning.
+
+A cuDNN graph that fails to build warns once and runs our kernel (never an error).
+
+    >>> os.environ[ENGINE_ENV] = "cudnn"                                    # doctest: +SKIP
+    >>> o, lse = fused_attention(q, k, v, scale=0.125, causal=True, q_offset=0, k_offset=0,
+    ...                          return_lse=True)                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from ...errors import ExecutionError
+from . import cudnn_attention
+
+#: Environment variable naming the engine, read at each call.
+ENGINE_ENV = "TRTDSL_ATTENTION_ENGINE"
+#: The engines :data:`ENGINE_ENV` may name.
+ENGINES: tuple[str, ...] = ("triton", "cudnn", "auto")
+#: The engine when :data:`ENGINE_ENV` is unset or empty.
+DEFAULT_ENGINE = "triton"
+_warned: set[str] = set()
+
+
+class AttentionEngineError(ExecutionError, ValueError):
+    """``$TRTDSL_ATTENTION_ENGINE`` names no engine."""
+
+
+def engine() -> str:
+    """The engine ``$TRTDSL_ATTENTION_ENGINE`` names (case and spaces ignored), or
+    :data:`DEFAULT_ENGINE` when it is unset or empty; AttentionEngineError otherwise."""
+    raw = os.environ.get(ENGINE_ENV)
+    name = (raw or "").strip().lower() or DEFAULT_ENGINE
+    if name not in ENGINES:
+        raise AttentionEngineError(
+            f"{ENGINE_ENV}={raw!r} names no attention engine; use one of {', '.join(ENGINES)}"
+        )
+    return name
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def fused_attention(
+    q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int,
+    return_lse: bool,
+) -> tuple[Any, Any | None]:  # fmt: skip
+    """softmax(scale q k^T, masked) v on CuPy arrays q [..., H, Sq, D], k/v [..., H, Sk, D]:
+    ``(o [..., H, Sq, D] in q's dtype, lse [..., H, Sq] float32 or None)`` from the engine
+    :func:`engine` picks (see the module docstring); causal offsets as ``flash_attention``."""
+    choice = engine()
+    if choice != "triton":
+        why = cudnn_attention.supported(
+            q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset, scale=scale
+        )
+        if why is None:
+            try:
+                return cudnn_attention.attention(
+                    q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset,
+                    return_lse=return_lse, checked=True,
+                )  # fmt: skip
+            except cudnn_attention.CudnnBuildError as e:
+                _warn_once(f"{e}; the Triton kernel runs instead")
+            except cudnn_attention.CudnnAttentionError:
+                pass  # e.g. no graph yet while capturing: ours runs
+        elif choice == "cudnn" and why == cudnn_attention.import_error():
+            _warn_once(f"{ENGINE_ENV}=cudnn: {why}; the Triton kernel runs instead")
+    from ...kernels import attention as kernels  # looked up per call: tests patch it
+
+    return kernels.flash_attention(
+        q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset,
+        return_lse=return_lse,
+    )  # fmt: skip
+
+
+__all__ = [
+    "DEFAULT_ENGINE", "ENGINES", "ENGINE_ENV", "AttentionEngineError", "engine",
+    "fused_attention",
+]  # fmt: skip
