@@ -4,14 +4,15 @@ One process per GPU (cupy backend, collectives through NCCL)::
 
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py [--seqs 8192,16384,32768,65536]
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py --quick   # a few shapes, bf16
+    mpirun -np 2 python3 benchmarks/cp_attention_gpu.py --engine cudnn  # cuDNN per block
 
 For each total sequence length S, dtype and mask, every rank draws the same full q, k, v
 (``[heads, S, head_dim]``). Rows of the table:
 
 - ``cuDNN 1 GPU``: torch's SDPA with the cuDNN backend over the whole sequence on one GPU (each
   rank runs it on its own GPU; the yardstick, torch is imported only here);
-- ``ours 1 GPU``: the DSL attention op (the Triton kernel of ``kernels/``) over the whole
-  sequence, no world;
+- ``ours 1 GPU``: the DSL attention op (the Triton kernel of ``kernels/``, or cuDNN's with
+  ``--engine cudnn``: ``TRTDSL_ATTENTION_ENGINE``) over the whole sequence, no world;
 - each strategy (allgather_kv, ring, ulysses) with the sequence split over the N ranks, in the
   ``--layouts`` given (``zigzag`` balances causal work: rank r holds chunks r and 2N-1-r).
   The ring row is the real ring: the cupy session runs RingAttention's ``ring_attention``
@@ -29,6 +30,7 @@ a GPU.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -130,9 +132,14 @@ def main() -> int:
     ap.add_argument("--no-graph", action="store_true", help="run eagerly, not as CUDA graphs")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument(
+        "--engine", choices=("triton", "cudnn"), default="triton",
+        help="single-GPU attention inside our rows (sets TRTDSL_ATTENTION_ENGINE)",
+    )  # fmt: skip
+    ap.add_argument(
         "--quick", action="store_true", help="a short run: S 16384 and 32768, bfloat16, repeat 3"
     )
     args = ap.parse_args()
+    os.environ["TRTDSL_ATTENTION_ENGINE"] = args.engine  # read by the cupy backend per call
     if args.quick:
         args.seqs, args.dtypes, args.repeat = "16384,32768", "bfloat16", min(args.repeat, 3)
     b = Bench(args.cpu, args.repeat, graph=not args.no_graph)
@@ -203,7 +210,8 @@ def main() -> int:
     if rank == 0:
         lines = [
             f"CP attention, {h} heads x {dh} head_dim, {n} ranks, backend {b.backend}"
-            f"{' (CUDA graphs)' if b.graph else ''}; median of {args.repeat} (slowest rank); "
+            f"{' (CUDA graphs)' if b.graph else ''}, attention engine {args.engine}; "
+            f"median of {args.repeat} (slowest rank); "
             "vs cuDNN = cuDNN 1-GPU time / time",
             "",
             "| S | dtype | mask | what | layout | ms | TFLOP/s | vs cuDNN | rel err |",
