@@ -298,6 +298,18 @@ def refusals(rng):
         ((q[:, :, :0], k, v), {}, "empty"),
         ((dev(np.zeros((2, 3, 16, 128), np.float16))[..., ::2], k, v), {}, "last stride"),
         ((odd, k, v), {}, "multiples of 16 bytes"),
+        ((q[:, :, ::-1], k, v), {}, "positive multiples"),
+        (
+            (
+                np.lib.stride_tricks.as_strided(
+                    flat, (2, 3, 16, 64), (6144, 2048, 128, 1), subok=True
+                ),
+                k,
+                v,
+            ),
+            {},
+            "not whole elements",
+        ),
         ((row_pad, k, v), {}, "multiples of 16 bytes"),
         ((lead, k[None].repeat(2, 0), v[None].repeat(2, 0)), {}, "do not merge"),
         ((q, other, other), {}, "different devices"),
