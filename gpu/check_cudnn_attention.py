@@ -281,6 +281,8 @@ def main() -> int:
     args = ap.parse_args()
     try:
         import cudnn
+
+        backend = cudnn.backend_version()  # fails when no libcudnn could be loaded
     except Exception as e:
         print(f"CUDNN CHECK: cannot import cudnn ({type(e).__name__}: {e}); install "
               "nvidia-cudnn-frontend (gpu/run_all.sh puts .whl/*.whl in /tmp/site)")  # fmt: skip
@@ -289,7 +291,7 @@ def main() -> int:
     rng = np.random.default_rng(seed)
     ctx = Check(cudnn)
     fe = getattr(cudnn, "__version__", "?")
-    print(f"seed {seed}; cudnn frontend {fe}, backend {cudnn.backend_version()}; "
+    print(f"seed {seed}; cudnn frontend {fe}, backend {backend}; "
           f"cupy native bf16: {ctx.native_bf16}", flush=True)  # fmt: skip
     t0 = time.time()
     for case in cases(args.quick):

@@ -580,3 +580,18 @@ def test_both_call_sites_use_the_switch(monkeypatch, fake, kernel_calls):
     assert kernel_calls == [] and len(fake.lib.graphs) == 2
     monkeypatch.setenv(AE.ENGINE_ENV, "triton")
     assert ctx.fused_attention(SimpleNamespace(attrs=attrs), [q, k, v]) == ["triton-o"]
+
+
+def test_a_handle_that_cannot_be_made_counts_as_no_cudnn(monkeypatch, fake, kernel_calls):
+    def no_library():
+        raise RuntimeError("libcudnn.so.9: cannot open shared object file")
+
+    fake.lib.module.create_handle = no_library
+    monkeypatch.setenv(AE.ENGINE_ENV, "auto")
+    q, k, v = make(np.random.default_rng(14), (2,), 8, 8)
+    with pytest.warns(RuntimeWarning, match="create_handle.*libcudnn"):
+        assert run_engine(q, k, v) == ("triton-o", "triton-lse")
+    why = CA.supported(q, k, v, causal=False)
+    assert "create_handle" in why and CA.cudnn_module() is None
+    assert run_engine(q, k, v) == ("triton-o", "triton-lse")
+    assert len(kernel_calls) == 2 and fake.lib.graphs == []

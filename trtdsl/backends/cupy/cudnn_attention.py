@@ -294,7 +294,12 @@ def attention(
     key = (dev, dt, qd, kd, qs, ks, vs, bound, bool(return_lse), float(scale))
     with cp.cuda.Device(dev):
         stream = cp.cuda.get_current_stream()
-        handle = _handle(cudnn, dev)
+        try:
+            handle = _handle(cudnn, dev)
+        except Exception as e:  # e.g. no libcudnn to load: from now on cuDNN counts as missing
+            _module.pop("cudnn", None)
+            _module["error"] = f"cudnn.create_handle() failed: {type(e).__name__}: {e}"
+            raise CudnnBuildError(_module["error"]) from e
         entry = _entry(key, cudnn, handle, cp, stream)
         ws = entry.workspace(cp, stream)
         o = cp.empty(qd, dtype=q.dtype)
