@@ -5,7 +5,7 @@ imported when a kernel is compiled or launched.
 """
 
 from .activations import activation
-from .attention import flash_attention, merge_attention
+from .attention import flash_attention, flash_attention_into, merge_attention
 from .errors import (
     KernelArgumentError,
     KernelCompileError,
@@ -18,6 +18,7 @@ from .norm import modulated_norm
 __all__ = [
     "activation",
     "flash_attention",
+    "flash_attention_into",
     "merge_attention",
     "modulated_norm",
     "KernelArgumentError",

@@ -5,7 +5,8 @@
 (natural log of the softmax denominator of the scaled scores; -inf for rows with no key).
 Two kernels compute it: the pointer one (``attention_fwd``, tiles in ``configs.py``) and, when
 ``tma_configs.use_tma()`` and the arrays qualify, the TMA one (``attention_fwd_tma``, tiles in
-``tma_configs.py``).
+``tma_configs.py``). ``flash_attention_into`` runs the same kernels with a float32 epilogue that
+writes or merges into a running (o, lse) state: Ring attention over K/V blocks, no merge kernel.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from typing import Any
 import numpy as np
 
 from .compile import CompiledKernel, compile_kernel
-from .configs import AttentionConfig, attention_config, attention_spec, merge_spec
+from .configs import (
+    ACCUM_INIT,
+    ACCUM_MERGE,
+    ACCUM_MODES,
+    ACCUM_NONE,
+    AttentionConfig,
+    attention_config,
+    attention_spec,
+    merge_spec,
+)
 from .errors import KernelArgumentError, KernelLaunchError
 from .launch import launch
 from .tma_configs import TmaConfig, tma_compatible, tma_config, tma_spec, use_tma
-from .validate import check_attention, check_merge
+from .validate import check_accumulators, check_attention, check_merge
 
 LOG2E = 1.4426950408889634
 _compiled: dict[tuple, CompiledKernel] = {}
@@ -76,17 +86,21 @@ def _bsd_strides(x: Any) -> tuple[int, int, int]:
     return (st[0] // x.itemsize, st[1] // x.itemsize, st[2] // x.itemsize)
 
 
-def tma_qualifies(q3: Any, k3: Any, v3: Any, o: Any) -> bool:
+def tma_qualifies(q3: Any, k3: Any, v3: Any, o: Any | None) -> bool:
     """Whether these [BH, S, D] arrays can be TMA descriptors (``tma_configs.tma_compatible``;
-    a descriptor dim cannot be 0, so there must be a key)."""
-    xs = (q3, k3, v3, o)
+    a descriptor dim cannot be 0, so there must be a key). ``o`` None: the accumulating
+    epilogues, which store O by pointers (no O descriptor)."""
+    xs = (q3, k3, v3) if o is None else (q3, k3, v3, o)
     ptrs, strides = [int(x.data.ptr) for x in xs], [_bsd_strides(x) for x in xs]
     return k3.shape[1] > 0 and tma_compatible(ptrs, strides, q3.itemsize)
 
 
-def pick_tma(q3: Any, k3: Any, v3: Any, o: Any, dtype: str, causal: bool) -> TmaConfig | None:
+def pick_tma(
+    q3: Any, k3: Any, v3: Any, o: Any | None, dtype: str, causal: bool
+) -> TmaConfig | None:
     """The TMA tile ``flash_attention`` runs with, or None for the pointer kernel: the switch
-    is on (``use_tma()``), the variant is in ``TMA_CONFIGS`` and the arrays qualify."""
+    is on (``use_tma()``), the variant is in ``TMA_CONFIGS`` and the arrays qualify (``o``
+    None: no O descriptor, as for ``flash_attention_into``)."""
     if not use_tma():
         return None
     cfg = tma_config(q3.shape[-1], dtype, causal)
@@ -123,6 +137,7 @@ def attention_forward(
     config: AttentionConfig | None = None,
     tma: TmaConfig | None = None,
     stream: Any = None,
+    accum: int = ACCUM_NONE,
 ) -> None:
     """Low-level launch on prepared buffers (no checks beyond what the kernel needs).
 
@@ -130,12 +145,20 @@ def attention_forward(
     16-byte aligned, other strides multiples of 16 elements; lse [BH, Sq] float32 contiguous
     or None. ``config`` overrides the pointer kernel's table (for tuning sweeps); ``tma`` runs
     the TMA kernel with that tile instead (strides then need only be multiples of 16 bytes;
-    KernelArgumentError if the arrays cannot be TMA descriptors).
+    KernelArgumentError if the arrays cannot be TMA descriptors). ``accum``
+    (``configs.ACCUM_MODES``) 1 writes, 2 merges into, a float32 running state: o then float32
+    C-contiguous, lse required.
     """
     bh, sq, d = q3.shape
+    if accum not in ACCUM_MODES or (accum != ACCUM_NONE and lse is None):
+        got = "None" if lse is None else tuple(lse.shape)
+        raise KernelArgumentError(
+            f"accum must be one of {ACCUM_MODES} (1 and 2 need an lse), got {accum!r}, lse {got}"
+        )
     if not (bh and sq):
         return
-    if tma is not None and not tma_qualifies(q3, k3, v3, o):
+    o_desc = o if accum == ACCUM_NONE else None  # the accumulating epilogues store by pointers
+    if tma is not None and not tma_qualifies(q3, k3, v3, o_desc):
         raise KernelArgumentError(
             f"the TMA attention kernel needs 16-byte aligned q/k/v/o with unit last stride, "
             f"16-byte multiples for the others and Sk > 0; strides (elements) q "
@@ -143,12 +166,11 @@ def attention_forward(
             f"{_bsd_strides(o)}, Sk {k3.shape[1]}"
         )
     if tma is not None:
-        ck, block_m = _kernel("tma", d, dtype, bool(causal), tma), tma.block_m
+        ck, block_m = _kernel("tma", d, dtype, bool(causal), tma, accum), tma.block_m
     else:
         cfg = config or attention_config(d, dtype, bool(causal))
-        ck, block_m = _kernel("attn", d, dtype, bool(causal), config), cfg.block_m
-    item = q3.itemsize
-    strides = [s // item for x in (q3, k3, v3, o) for s in x.strides[:2]]
+        ck, block_m = _kernel("attn", d, dtype, bool(causal), config, accum), cfg.block_m
+    strides = [s // x.itemsize for x in (q3, k3, v3, o) for s in x.strides[:2]]
     args = [np.uint64(x.data.ptr) for x in (q3, k3, v3, o)]
     args.append(np.uint64(lse.data.ptr if lse is not None else 0))
     args += [np.int64(s) for s in strides]
@@ -195,6 +217,63 @@ def flash_attention(
         )  # fmt: skip
     o = o.reshape(p.lead + (p.seq_q, p.head_dim))
     return o, (lse.reshape(p.lead + (p.seq_q,)) if lse is not None else None)
+
+
+def flash_attention_into(
+    q: Any,
+    k: Any,
+    v: Any,
+    o_acc: Any,
+    lse_acc: Any,
+    *,
+    scale: float,
+    causal: bool = False,
+    q_offset: int = 0,
+    k_offset: int = 0,
+    first: bool,
+    stream: Any = None,
+    as_dtype: str | None = None,
+) -> tuple[Any, Any]:
+    """Attention of q to one K/V block accumulated into a float32 running state, in the
+    kernel's epilogue (no o in q's dtype, no merge kernel); returns ``(o_acc, lse_acc)``.
+
+    q [..., H, Sq, D], k/v [..., H, Sk, D] as in ``flash_attention``; o_acc [..., H, Sq, D]
+    and lse_acc [..., H, Sq]: float32, C-contiguous, 16-byte aligned CuPy arrays. ``first``:
+    they get this block's (o, lse) (their contents are ignored); otherwise its online-softmax
+    merge with them (``lse = logaddexp(lse_acc, lse_blk)``, o rescaled to match; rows that saw
+    no key so far stay o = 0, lse = -inf). Chaining every block of a key set from ``first``
+    gives attention over the whole set:
+
+        >>> o, lse = cp.empty((h, sq, d), "f4"), cp.empty((h, sq), "f4")  # doctest: +SKIP
+        >>> for i, (kb, vb, ko) in enumerate(blocks):                   # doctest: +SKIP
+        ...     flash_attention_into(q, kb, vb, o, lse, scale=s, causal=True, q_offset=qo,
+        ...                          k_offset=ko, first=i == 0)
+    """
+    p = check_attention(q, k, v, scale, q_offset, k_offset, as_dtype)
+    check_accumulators(o_acc, lse_acc, p)
+    if not isinstance(first, bool):
+        raise KernelArgumentError(f"first must be a bool, got {first!r}")
+    cp = _cupy()
+    q3, k3, v3 = (_as_bsd(x, cp, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    for name, x in (("o_acc", o_acc), ("lse_acc", lse_acc)):
+        if not isinstance(x, cp.ndarray):
+            raise KernelArgumentError(f"{name} must be a CuPy array, got {type(x).__name__}")
+        if x.data.ptr % 16:
+            raise KernelArgumentError(
+                f"{name} {tuple(x.shape)} (strides {x.strides}) must be 16-byte aligned, its "
+                f"address is {x.data.ptr:#x}"
+            )
+    dev = _device_of(q3, k3, v3, o_acc, lse_acc)
+    o3 = o_acc.reshape(p.bh, p.seq_q, p.head_dim)
+    lse2 = lse_acc.reshape(p.bh, p.seq_q)
+    with cp.cuda.Device(dev):
+        attention_forward(
+            q3, k3, v3, o3, lse2, scale=scale, causal=causal, q_offset=q_offset,
+            k_offset=k_offset, dtype=p.dtype, stream=stream,
+            tma=pick_tma(q3, k3, v3, None, p.dtype, bool(causal)),
+            accum=ACCUM_INIT if first else ACCUM_MERGE,
+        )  # fmt: skip
+    return o_acc, lse_acc
 
 
 def merge_attention(

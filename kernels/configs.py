@@ -41,6 +41,10 @@ _BY_HEAD_DIM: dict[tuple[int, bool], AttentionConfig] = {
 ATTENTION_CONFIGS: dict[tuple[int, str, bool], AttentionConfig] = {
     (d, dt, c): cfg for (d, c), cfg in _BY_HEAD_DIM.items() for dt in DTYPES
 }
+#: The attention kernels' epilogues (constexpr ``ACCUM``): O in q's dtype; float32 O and LSE
+#: written fresh ("init"); merged into a float32 running (O, LSE) ("merge").
+ACCUM_NONE, ACCUM_INIT, ACCUM_MERGE = 0, 1, 2
+ACCUM_MODES: tuple[int, ...] = (ACCUM_NONE, ACCUM_INIT, ACCUM_MERGE)
 MERGE_ROWS_PER_PROGRAM: dict[int, int] = {32: 128, 64: 64, 128: 32, 256: 16}
 MERGE_NUM_WARPS = 4
 
@@ -79,12 +83,14 @@ ATTENTION_STRIDES = (
 
 
 def _attention_kernel_spec(
-    fn_name: str, sig: dict, cfg: AttentionConfig, head_dim: int, causal: bool
+    fn_name: str, sig: dict, cfg: AttentionConfig, head_dim: int, causal: bool, accum: int
 ) -> KernelSpec:
     """The spec of an attention entry point with runtime signature ``sig`` (the constexprs,
     compile options and divisibility hints are common to both)."""
+    if accum not in ACCUM_MODES:
+        raise KeyError(f"no attention epilogue ACCUM={accum!r}; use one of {ACCUM_MODES}")
     consts = {"HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
-    consts["CAUSAL"] = bool(causal)
+    consts.update({"CAUSAL": bool(causal), "ACCUM": accum})
     sig.update({k: "constexpr" for k in consts})
     return KernelSpec(
         fn_name=fn_name,
@@ -96,16 +102,26 @@ def _attention_kernel_spec(
 
 
 def attention_spec(
-    head_dim: int, dtype: str, causal: bool, config: AttentionConfig | None = None
+    head_dim: int,
+    dtype: str,
+    causal: bool,
+    config: AttentionConfig | None = None,
+    accum: int = ACCUM_NONE,
 ) -> KernelSpec:
-    """Spec of ``attention_fwd`` for one variant (``config`` overrides the table, for sweeps)."""
+    """Spec of ``attention_fwd`` for one variant (``config`` overrides the table, for sweeps;
+    ``accum`` 1/2: the float32-O epilogues of :data:`ACCUM_MODES`).
+
+    >>> attention_spec(128, "bfloat16", True, accum=ACCUM_MERGE).signature["O"]
+    '*fp32'
+    """
     cfg = config or attention_config(head_dim, dtype, causal)
     ty = TRITON_DTYPE[dtype]
-    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{ty}", "LSE": "*fp32"}
+    o_ty = ty if accum == ACCUM_NONE else "fp32"
+    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{o_ty}", "LSE": "*fp32"}
     sig.update({s: "i64" for s in ATTENTION_STRIDES})
     sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
     sig.update({"qk_scale": "fp32", "write_lse": "i32"})
-    return _attention_kernel_spec("attention_fwd", sig, cfg, head_dim, causal)
+    return _attention_kernel_spec("attention_fwd", sig, cfg, head_dim, causal, accum)
 
 
 def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
@@ -118,7 +134,7 @@ def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
     for s in ("seq_q", "seq_k", "q_offset", "k_offset", "qk_scale_bits", "write_lse"):
         sig[s] = "i32"
     sig.update({"O": f"*{ty}", "LSE": "*fp32"})
-    return _attention_kernel_spec("attention_fwd_qdp", sig, cfg, head_dim, causal)
+    return _attention_kernel_spec("attention_fwd_qdp", sig, cfg, head_dim, causal, ACCUM_NONE)
 
 
 def merge_spec(head_dim: int, dtype: str) -> KernelSpec:
@@ -259,10 +275,17 @@ def act_specs() -> list[KernelSpec]:
 
 
 def all_specs() -> list[KernelSpec]:
-    """Every variant the public entry points can launch (what the compile test builds)."""
-    specs = [attention_spec(d, dt, c) for (d, dt, c) in ATTENTION_CONFIGS]
+    """Every variant the public entry points can launch (what the compile test builds): the
+    table's attention tiles in every epilogue (:data:`ACCUM_MODES`), merge, norm, activation."""
+    specs = [
+        attention_spec(d, dt, c, accum=a) for (d, dt, c) in ATTENTION_CONFIGS for a in ACCUM_MODES
+    ]
     specs += [merge_spec(d, dt) for d in HEAD_DIMS for dt in MERGE_DTYPES]
     from .tma_configs import TMA_CONFIGS, tma_spec  # imports this module
 
-    specs += [tma_spec(d, dt, c, cfg) for (d, dt, c), cfg in TMA_CONFIGS.items()]
+    specs += [
+        tma_spec(d, dt, c, cfg, accum=a)
+        for (d, dt, c), cfg in TMA_CONFIGS.items()
+        for a in ACCUM_MODES
+    ]
     return specs + norm_specs() + act_specs()

@@ -19,15 +19,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .configs import DTYPES, AttentionConfig, KernelSpec, attention_spec
+from .configs import ACCUM_NONE, DTYPES, AttentionConfig, KernelSpec, attention_spec
 
 #: Environment override of :data:`USE_TMA` ("1" on, "0" off), read at each call.
 TMA_ENV = "TRTDSL_ATTENTION_TMA"
 #: Module switch: the TMA kernel for the variants in :data:`TMA_CONFIGS` (on: faster than the
 #: pointer kernel in every swept case on an H200).
 USE_TMA = True
-#: Bytes of global scratch one program of ``attention_fwd_tma`` needs (4 descriptors).
+#: Bytes of global scratch one program of ``attention_fwd_tma`` needs (4 descriptors; 3 in the
+#: accumulating epilogues, which store O by pointers).
 SCRATCH_PER_PROGRAM = 512
+SCRATCH_PER_PROGRAM_ACCUM = 384
 
 
 @dataclass(frozen=True)
@@ -126,18 +128,24 @@ def tma_compatible(ptrs: Sequence[int], strides: Sequence[Sequence[int]], itemsi
 
 
 def tma_spec(
-    head_dim: int, dtype: str, causal: bool, config: TmaConfig | None = None
+    head_dim: int,
+    dtype: str,
+    causal: bool,
+    config: TmaConfig | None = None,
+    accum: int = ACCUM_NONE,
 ) -> KernelSpec:
-    """Spec of ``attention_fwd_tma`` for one variant (``config`` overrides the table): the
-    run-time signature of ``attention_fwd`` plus the ``SPLIT`` constexpr. Only the pointers
-    are promised 16-byte aligned: the strides (multiples of 16 bytes, as TMA needs) only feed
-    the descriptors."""
+    """Spec of ``attention_fwd_tma`` for one variant (``config`` overrides the table; ``accum``
+    as in ``attention_spec``): the run-time signature of ``attention_fwd`` plus the ``SPLIT``
+    constexpr. Only the pointers are promised 16-byte aligned: the strides (multiples of 16
+    bytes, as TMA needs) only feed the descriptors; the accumulating epilogues' float32 O is
+    contiguous with D a multiple of 16, so its strides are promised too (16-byte stores)."""
     cfg = config or TMA_CONFIGS[(head_dim, dtype, bool(causal))]
     base = attention_spec(
         head_dim,
         dtype,
         causal,
         AttentionConfig(cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages),
+        accum,
     )
     options = dict(base.options)
     if cfg.maxnreg:
@@ -147,7 +155,8 @@ def tma_spec(
         signature={**base.signature, "SPLIT": "constexpr"},
         constexprs={**base.constexprs, "SPLIT": cfg.split},
         options=options,
-        divisible=("Q", "K", "V", "O", "LSE"),
+        divisible=("Q", "K", "V", "O", "LSE")
+        + (() if accum == ACCUM_NONE else ("stride_ob", "stride_om")),
     )
 
 

@@ -8,6 +8,10 @@ Layouts (row-major, last dim contiguous, the other strides passed in elements):
   ``CAUSAL`` key ``j`` is allowed for row ``i`` iff ``k_offset + j <= q_offset + i``.
 - ``qk_scale`` is ``scale * log2(e)``: the softmax runs in base 2 (``exp2``), float32 accumulation.
 - A row with no allowed key gets ``O = 0`` and ``LSE = -inf``.
+- ``ACCUM`` (constexpr) picks the epilogue (``_store_rows``): 0 writes O in Q's dtype (LSE when
+  ``write_lse``); 1 ("init") writes a float32 O and the LSE; 2 ("merge") reads the float32
+  running (O, LSE) of the rows and writes its online-softmax merge with this call's result
+  (Ring attention over K/V blocks without a separate merge kernel).
 
 This module imports without Triton (the decorator then is the identity), so the package stays
 importable on machines without it; only ``compile.py`` needs Triton to build the kernels.
@@ -129,6 +133,37 @@ def _lse(l_i, m_i):
 
 
 @_jit
+def _store_rows(acc, l_i, m_i, o_ptrs, lse_ptrs, in_q, write_lse, ACCUM: tl.constexpr):
+    """The epilogue of one row-block by pointers: ``o_ptrs`` [M, D], ``lse_ptrs`` [M], rows
+    ``in_q`` only. ``ACCUM`` 0: O = acc / l in O's dtype, LSE if ``write_lse``; 1: O (float32)
+    and LSE; 2: O/LSE hold a running (o_prev, lse_prev), replaced by the merge with this block
+    (lse = logaddexp(lse_prev, lse_blk), o = o_prev w_prev + o_blk w_blk; both -inf: 0, -inf;
+    as ``attention_merge``, with o_blk w_blk = acc (w_blk / l))."""
+    if ACCUM == 2:
+        lse_blk = _lse(l_i, m_i)
+        lse_prev = tl.load(lse_ptrs, mask=in_q, other=float("-inf"))
+        m = tl.maximum(lse_prev, lse_blk)
+        m = tl.where(m == float("-inf"), 0.0, m)
+        w_prev = tl.exp(lse_prev - m)
+        w_blk = tl.exp(lse_blk - m)
+        s = w_prev + w_blk
+        empty = s == 0.0
+        s_safe = tl.where(empty, 1.0, s)
+        w_acc = w_blk / (s_safe * tl.where(l_i == 0.0, 1.0, l_i))
+        o_prev = tl.load(o_ptrs, mask=in_q[:, None], other=0.0)
+        o = o_prev * (w_prev / s_safe)[:, None] + acc * w_acc[:, None]
+        tl.store(o_ptrs, o, mask=in_q[:, None])
+        tl.store(lse_ptrs, tl.where(empty, float("-inf"), m + tl.log(s_safe)), mask=in_q)
+    else:
+        o = _normalize(acc, l_i).to(o_ptrs.dtype.element_ty)
+        tl.store(o_ptrs, o, mask=in_q[:, None])
+        if ACCUM == 1:
+            tl.store(lse_ptrs, _lse(l_i, m_i), mask=in_q)
+        elif write_lse != 0:
+            tl.store(lse_ptrs, _lse(l_i, m_i), mask=in_q)
+
+
+@_jit
 def attention_fwd(
     Q,
     K,
@@ -153,8 +188,10 @@ def attention_fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr,
+    ACCUM: tl.constexpr,
 ):
-    """Grid (cdiv(Sq, BLOCK_M), BH): one program per query block of one (batch, head)."""
+    """Grid (cdiv(Sq, BLOCK_M), BH): one program per query block of one (batch, head).
+    ``ACCUM`` 1/2: O is float32 (see the module docstring)."""
     pid_m = tl.program_id(0)
     if CAUSAL:  # the longest rows first, so the short ones fill the last wave
         pid_m = tl.num_programs(0) - 1 - pid_m
@@ -183,11 +220,8 @@ def attention_fwd(
         full_hi, hi, seq_k, shift, qk_scale, BLOCK_N, True, CAUSAL,
     )  # fmt: skip
 
-    o = _normalize(acc, l_i)
     o_ptrs = O + bh * stride_ob + offs_m[:, None] * stride_om + offs_d[None, :]
-    tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=in_q[:, None])
-    if write_lse != 0:
-        tl.store(LSE + bh * seq_q + offs_m, _lse(l_i, m_i), mask=in_q)
+    _store_rows(acc, l_i, m_i, o_ptrs, LSE + bh * seq_q + offs_m, in_q, write_lse, ACCUM)
 
 
 @_jit
@@ -276,14 +310,23 @@ def _tma_blocks2(
 
 
 @_jit
-def _tma_store(o_desc, LSE, acc, l_i, m_i, bh, start, offs_m, seq_q, write_lse, ROWS: tl.constexpr,
-               HEAD_DIM: tl.constexpr):  # fmt: skip
-    """O rows [start, start + ROWS) of head ``bh`` by TMA (rows past Sq are clipped), LSE by
-    pointer (masked)."""
-    o = _normalize(acc, l_i).to(o_desc.dtype)
-    o_desc.store([bh, start, 0], o.reshape(1, ROWS, HEAD_DIM))
-    if write_lse != 0:
-        tl.store(LSE + bh.to(tl.int64) * seq_q + offs_m, _lse(l_i, m_i), mask=offs_m < seq_q)
+def _tma_store(o_out, LSE, acc, l_i, m_i, bh, start, offs_m, seq_q, stride_ob, stride_om,
+               write_lse, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+               ACCUM: tl.constexpr):  # fmt: skip
+    """O rows [start, start + ROWS) of head ``bh``: ``ACCUM`` 0 by TMA through the descriptor
+    ``o_out`` (rows past Sq are clipped), LSE by pointer (masked); 1/2 by pointers through
+    ``_store_rows`` (``o_out`` is then the float32 O pointer)."""
+    if ACCUM == 0:
+        o = _normalize(acc, l_i).to(o_out.dtype)
+        o_out.store([bh, start, 0], o.reshape(1, ROWS, HEAD_DIM))
+        if write_lse != 0:
+            tl.store(LSE + bh.to(tl.int64) * seq_q + offs_m, _lse(l_i, m_i), mask=offs_m < seq_q)
+    else:
+        bh64 = bh.to(tl.int64)
+        offs_d = tl.arange(0, HEAD_DIM)
+        o_ptrs = o_out + bh64 * stride_ob + offs_m[:, None] * stride_om + offs_d[None, :]
+        lse_ptrs = LSE + bh64 * seq_q + offs_m
+        _store_rows(acc, l_i, m_i, o_ptrs, lse_ptrs, offs_m < seq_q, write_lse, ACCUM)
 
 
 @_jit
@@ -311,13 +354,15 @@ def attention_fwd_tma(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr,
+    ACCUM: tl.constexpr,
     SPLIT: tl.constexpr,
 ):
     """``attention_fwd`` (same arguments, grid and results) loading Q/K/V and storing O by TMA
-    through [BH, S, D] tensor descriptors made in the kernel (512 bytes of global scratch per
-    program). Needs 16-byte aligned Q/K/V/O and strides that are multiples of 16 bytes.
-    ``SPLIT`` 2: the program's BLOCK_M rows are two row-blocks of BLOCK_M / 2 sharing each
-    K/V tile (``_tma_blocks2``)."""
+    through [BH, S, D] tensor descriptors made in the kernel (128 bytes of global scratch per
+    descriptor and program). Needs 16-byte aligned Q/K/V/O and strides that are multiples of 16
+    bytes. ``SPLIT`` 2: the program's BLOCK_M rows are two row-blocks of BLOCK_M / 2 sharing
+    each K/V tile (``_tma_blocks2``). ``ACCUM`` 1/2 store the float32 O by pointers (no O
+    descriptor)."""
     pid_m = tl.program_id(0)
     if CAUSAL:  # the longest rows first, so the short ones fill the last wave
         pid_m = tl.num_programs(0) - 1 - pid_m
@@ -334,9 +379,12 @@ def attention_fwd_tma(
     v_desc = tl.make_tensor_descriptor(
         V, [n_bh, seq_k, HEAD_DIM], [stride_vb, stride_vn, 1], [1, BLOCK_N, HEAD_DIM]
     )
-    o_desc = tl.make_tensor_descriptor(
-        O, [n_bh, seq_q, HEAD_DIM], [stride_ob, stride_om, 1], [1, ROWS, HEAD_DIM]
-    )
+    if ACCUM == 0:
+        o_out = tl.make_tensor_descriptor(
+            O, [n_bh, seq_q, HEAD_DIM], [stride_ob, stride_om, 1], [1, ROWS, HEAD_DIM]
+        )
+    else:
+        o_out = O  # float32 running state, stored by pointers
     shift = q_offset - k_offset  # key j allowed for row i iff j <= i + shift
     full_hi, hi = _key_range(start_m, seq_k, shift, BLOCK_M, BLOCK_N, CAUSAL)
     offs_m0 = start_m + tl.arange(0, ROWS)
@@ -367,9 +415,10 @@ def attention_fwd_tma(
             acc0, l0, m0, acc1, l1, m1, q0, q1, k_desc, v_desc, bh, offs_m0, offs_m1,
             full_hi, hi, seq_k, shift, qk_scale, HEAD_DIM, BLOCK_N, True, CAUSAL,
         )  # fmt: skip
-        _tma_store(o_desc, LSE, acc1, l1, m1, bh, start_m + ROWS, offs_m1, seq_q, write_lse,
-                   ROWS, HEAD_DIM)  # fmt: skip
-    _tma_store(o_desc, LSE, acc0, l0, m0, bh, start_m, offs_m0, seq_q, write_lse, ROWS, HEAD_DIM)
+        _tma_store(o_out, LSE, acc1, l1, m1, bh, start_m + ROWS, offs_m1, seq_q, stride_ob,
+                   stride_om, write_lse, ROWS, HEAD_DIM, ACCUM)  # fmt: skip
+    _tma_store(o_out, LSE, acc0, l0, m0, bh, start_m, offs_m0, seq_q, stride_ob, stride_om,
+               write_lse, ROWS, HEAD_DIM, ACCUM)  # fmt: skip
 
 
 @_jit
@@ -397,18 +446,21 @@ def attention_fwd_qdp(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr,
+    ACCUM: tl.constexpr,
 ):
     """``attention_fwd`` in TensorRT's AOT plugin calling convention (``tensorrt.plugin``):
     input pointers, then 32-bit integer scalars (the only extra arguments a QDP kernel gets),
     then output pointers. Strides arrive as i32 and are widened; ``qk_scale_bits`` holds the
-    float32 bits of ``scale * log2(e)``. Same grid as ``attention_fwd`` (it is inlined)."""
+    float32 bits of ``scale * log2(e)``. Same grid as ``attention_fwd`` (it is inlined).
+    ``ACCUM`` must be 0 (O in Q's dtype: the plugin has no running state)."""
+    tl.static_assert(ACCUM == 0, "attention_fwd_qdp writes O in Q's dtype: ACCUM must be 0")
     attention_fwd(
         Q, K, V, O, LSE,
         stride_qb.to(tl.int64), stride_qm.to(tl.int64), stride_kb.to(tl.int64),
         stride_kn.to(tl.int64), stride_vb.to(tl.int64), stride_vn.to(tl.int64),
         stride_ob.to(tl.int64), stride_om.to(tl.int64),
         seq_q, seq_k, q_offset, k_offset, qk_scale_bits.to(tl.float32, bitcast=True), write_lse,
-        HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL,
+        HEAD_DIM, BLOCK_M, BLOCK_N, CAUSAL, ACCUM,
     )  # fmt: skip
 
 

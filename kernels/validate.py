@@ -119,3 +119,28 @@ def check_merge(
     if d not in HEAD_DIMS:
         raise KernelShapeError(f"head_dim {d} (o shape {o1.shape}) not in {HEAD_DIMS}")
     return math.prod(o1.shape[:-1]), d, dt
+
+
+def check_accumulators(o_acc: Any, lse_acc: Any, p: AttentionProblem) -> None:
+    """Validate ``flash_attention_into``'s running state for problem ``p``: o_acc
+    [..., H, Sq, D] and lse_acc [..., H, Sq], float32, C-contiguous (16-byte alignment is the
+    caller's check: it needs the device pointer)."""
+    for name, x in (("o_acc", o_acc), ("lse_acc", lse_acc)):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise KernelArgumentError(f"{name} must be an array, got {type(x).__name__}")
+    want_o = p.lead + (p.seq_q, p.head_dim)
+    if tuple(o_acc.shape) != want_o or tuple(lse_acc.shape) != want_o[:-1]:
+        raise KernelShapeError(
+            f"o_acc {tuple(o_acc.shape)} and lse_acc {tuple(lse_acc.shape)} must be q's shape "
+            f"{want_o} and {want_o[:-1]}"
+        )
+    dts = (dtype_name(o_acc), dtype_name(lse_acc))
+    if dts != ("float32", "float32"):
+        raise KernelDTypeError(f"o_acc and lse_acc must be float32 (the running state), got {dts}")
+    for name, x in (("o_acc", o_acc), ("lse_acc", lse_acc)):
+        if not getattr(getattr(x, "flags", None), "c_contiguous", False):
+            strides = getattr(x, "strides", None)
+            raise KernelArgumentError(
+                f"{name} must be C-contiguous (the kernel indexes it as one block), got shape "
+                f"{tuple(x.shape)} strides {strides}"
+            )

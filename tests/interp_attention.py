@@ -11,6 +11,12 @@ inputs ``q<i>`` [BH, Sq, D], ``k<i>``/``v<i>`` [BH, Sk, D] float16. Outputs are 
 float32 LSE (an untouched NaN-filled LSE when ``write_lse`` is 0). The interpreter computes
 ``tl.dot`` with NumPy (float16 in, float32 accumulation), TMA as masked loads (zero fill) and
 masked stores, and checks descriptor alignment (16-byte bases and strides) as TMA would.
+
+A case with ``blocks`` (a list of ``[start, length, k_offset]``: key rows of k/v and their
+offset) runs the accumulating epilogues instead: a float32 contiguous running (O, LSE), then
+for each block ``ACCUM`` 1 ("init", the first block) or 2 ("merge"); with inputs ``o0<i>`` /
+``lse0<i>`` the state starts from those and every block merges. O and LSE are followed by
+``TAIL`` NaN elements, returned as ``otail<i>`` / ``lsetail<i>`` (they must stay NaN).
 """
 
 from __future__ import annotations
@@ -99,7 +105,9 @@ def strided(x: np.ndarray, pad: int) -> np.ndarray:
 
 def _patch_interpreter() -> None:
     """Triton 3.6's interpreter turns a scalar into an int with ``int(array)``, which NumPy 2
-    refuses for 1-element arrays of rank 1: use the element instead."""
+    refuses for 1-element arrays of rank 1: use the element instead. And it multiplies bf16
+    operands of ``tl.dot`` as their uint16 storage bits: widen them to float32 first (exact)."""
+    import triton.language as tl
     import triton.runtime.interpreter as ti
 
     original = ti._patch_lang_tensor
@@ -109,6 +117,37 @@ def _patch_interpreter() -> None:
         scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
 
     ti._patch_lang_tensor = patched
+    dot = ti.InterpreterBuilder.create_dot
+
+    def widen(x: Any) -> Any:
+        if x.dtype.scalar != tl.bfloat16:
+            return x
+        data = ti._convert_float(x.data, tl.bfloat16, tl.float32, None).view(np.float32)
+        return ti.TensorHandle(data, tl.float32)
+
+    def create_dot(self: Any, a: Any, b: Any, d: Any, *rest: Any) -> Any:
+        return dot(self, widen(a), widen(b), d, *rest)
+
+    ti.InterpreterBuilder.create_dot = create_dot
+
+
+TAIL = 64
+
+
+def launch(ta: Any, case: dict, xs: tuple, k_off: int, write_lse: int, accum: int) -> None:
+    """One interpreted launch on ``xs`` = (q3, k3, v3, o, lse) host arrays."""
+    q3, k3, _, _, _ = xs
+    bh, sq, d = q3.shape
+    strides = [s // x.itemsize for x in xs[:4] for s in x.strides[:2]]
+    args = [HostTensor(x) for x in xs]
+    args += strides + [sq, k3.shape[1], case["q_off"], k_off, case["scale"] * LOG2E, write_lse]
+    consts = {"HEAD_DIM": d, "BLOCK_M": case["block_m"], "BLOCK_N": case["block_n"]}
+    consts.update({"CAUSAL": bool(case["causal"]), "ACCUM": accum})
+    grid = (math.ceil(sq / case["block_m"]), bh)
+    if case["kernel"] == "tma":
+        ta.attention_fwd_tma[grid](*args, **consts, SPLIT=case["split"])
+    else:
+        ta.attention_fwd[grid](*args, **consts)
 
 
 def run_case(ta: Any, case: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple:
@@ -120,20 +159,30 @@ def run_case(ta: Any, case: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray) -
     o[...] = np.nan
     lse = aligned_empty((bh, sq), np.float32)
     lse[...] = np.nan
-    item = q.itemsize
-    strides = [s // item for x in (q3, k3, v3, o) for s in x.strides[:2]]
-    scale = case["scale"]
-    args = [HostTensor(x) for x in (q3, k3, v3, o, lse)]
-    args += strides + [sq, k.shape[1], case["q_off"], case["k_off"], scale * LOG2E]
-    args.append(int(case["write_lse"]))
-    consts = {"HEAD_DIM": d, "BLOCK_M": case["block_m"], "BLOCK_N": case["block_n"]}
-    consts["CAUSAL"] = bool(case["causal"])
-    grid = (math.ceil(sq / case["block_m"]), bh)
-    if case["kernel"] == "tma":
-        ta.attention_fwd_tma[grid](*args, **consts, SPLIT=case["split"])
-    else:
-        ta.attention_fwd[grid](*args, **consts)
+    launch(ta, case, (q3, k3, v3, o, lse), case["k_off"], int(case["write_lse"]), 0)
     return np.array(o), np.array(lse)
+
+
+def run_accum_case(ta: Any, case: dict, arrays: Any, i: int) -> dict[str, np.ndarray]:
+    """The running (o, lse) after the case's ``blocks`` (see the module docstring), and the
+    NaN tails after them."""
+    q, k, v = (arrays[f"{n}{i}"] for n in "qkv")
+    bh, sq, d = q.shape
+    obuf = aligned_empty((bh * sq * d + TAIL,), np.float32)
+    lbuf = aligned_empty((bh * sq + TAIL,), np.float32)
+    obuf[...], lbuf[...] = np.nan, np.nan
+    o, lse = obuf[: bh * sq * d].reshape(bh, sq, d), lbuf[: bh * sq].reshape(bh, sq)
+    given = f"o0{i}" in arrays
+    if given:
+        o[...], lse[...] = arrays[f"o0{i}"], arrays[f"lse0{i}"]
+    q3 = strided(q, case["pad"])
+    for j, (start, length, k_off) in enumerate(case["blocks"]):
+        kb, vb = (strided(x[:, start : start + length], case["pad"]) for x in (k, v))
+        accum = 2 if given or j > 0 else 1
+        launch(ta, case, (q3, kb, vb, o, lse), k_off, int(case["write_lse"]), accum)
+    out = {"o": np.array(o), "lse": np.array(lse), "otail": obuf[bh * sq * d :].copy()}
+    out["lsetail"] = lbuf[bh * sq :].copy()
+    return out
 
 
 def main(folder: str) -> int:
@@ -148,6 +197,9 @@ def main(folder: str) -> int:
     inputs = np.load(d / "inputs.npz")
     out = {}
     for i, case in enumerate(cases):
+        if "blocks" in case:
+            out.update({f"{n}{i}": x for n, x in run_accum_case(ta, case, inputs, i).items()})
+            continue
         o, lse = run_case(ta, case, inputs[f"q{i}"], inputs[f"k{i}"], inputs[f"v{i}"])
         out[f"o{i}"], out[f"lse{i}"] = o, lse
     np.savez(d / "outputs.npz", **out)

@@ -343,7 +343,7 @@ def test_attention_forward_launches_the_chosen_kernel(monkeypatch: pytest.Monkey
     q, k, v, o = qkvo(sq=300, sk=200, d=64)
     A.attention_forward(q, k, v, o, None, scale=0.1, causal=True, dtype="float16", tma=tma)
     (kind, variant), (grid, args) = calls
-    assert kind == "tma" and variant == (64, "float16", True, tma)
+    assert kind == "tma" and variant == (64, "float16", True, tma, 0)  # 0: O in q's dtype
     assert grid == (math.ceil(300 / 128), 4, 1) and len(args) == 19
     assert [int(a) for a in args[5:13]] == [300 * 64, 64] + [200 * 64, 64] * 2 + [300 * 64, 64]
     assert int(args[-1]) == 0  # no LSE
@@ -351,7 +351,7 @@ def test_attention_forward_launches_the_chosen_kernel(monkeypatch: pytest.Monkey
     A.attention_forward(q, k, v, o, None, scale=0.1, causal=False, dtype="float16")
     (kind, variant), (grid, _) = calls
     ptr_cfg = CFG.attention_config(64, "float16", False)
-    assert kind == "attn" and variant == (64, "float16", False, None)
+    assert kind == "attn" and variant == (64, "float16", False, None, 0)
     assert grid == (math.ceil(300 / ptr_cfg.block_m), 4, 1)
 
 
