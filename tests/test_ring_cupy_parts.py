@@ -171,6 +171,57 @@ def test_block_ops_use_the_kernels_where_they_apply(kernel_calls, dtype, d, use_
         assert not any(c[0] == "merge" for c in kernel_calls)
 
 
+@pytest.mark.parametrize(
+    "dtype,d,use_kernels,scale,engine,cudnn_runs,into",
+    [
+        ("float16", 64, True, 0.125, "triton", True, True),
+        ("bfloat16", 128, True, 0.125, "", True, True),  # the default engine: Triton
+        ("bfloat16", 128, True, 0.125, "cudnn", False, True),  # cuDNN cannot: Triton runs
+        ("bfloat16", 128, True, 0.125, "cudnn", True, False),  # cuDNN runs: then a merge
+        ("float32", 64, True, 0.125, "triton", True, False),
+        ("float16", 80, True, 0.125, "triton", True, False),
+        ("float16", 64, False, 0.125, "triton", True, False),
+        ("float16", 64, True, -1.0, "triton", True, False),
+    ],
+)
+def test_attend_into_accumulates_in_the_kernel_where_triton_runs(
+    kernel_calls, monkeypatch, dtype, d, use_kernels, scale, engine, cudnn_runs, into
+):
+    """The kernel's own accumulation (``flash_attention_into``) exactly where ``attend`` would
+    run the Triton kernel; else ``attend`` (cuDNN's or array ops) and ``merge``."""
+    import trtdsl as td
+    from trtdsl.backends.cupy import attention_engine, cudnn_attention
+
+    def accumulate(q, k, v, o_acc, lse_acc, **kw):
+        kernel_calls.append(("into", str(q.dtype), id(o_acc), id(lse_acc), kw))
+
+    def cudnn(q, k, v, **kw):
+        kernel_calls.append(("cudnn", str(q.dtype)))
+        return np.zeros(q.shape, q.dtype), np.zeros(q.shape[:-1], np.float32)
+
+    monkeypatch.setattr(kernels, "flash_attention_into", accumulate)
+    monkeypatch.setenv(attention_engine.ENGINE_ENV, engine)
+    monkeypatch.setattr(cudnn_attention, "supported", lambda *a, **k: None if cudnn_runs else "no")
+    monkeypatch.setattr(cudnn_attention, "attention", cudnn)
+    ops = ring.KernelBlockOps(np, np.matmul, use_kernels)
+    q = np.random.default_rng(0).standard_normal((2, 3, d)).astype(td.as_dtype(dtype).numpy)
+    acc_o, acc_lse = np.zeros((2, 3, d), np.float32), np.zeros((2, 3), np.float32)
+    for first in (True, False):
+        kernel_calls.clear()
+        ops.attend_into(acc_o, acc_lse, q, q, q, scale=scale, causal=True, q_offset=5,
+                        k_offset=4, first=first)  # fmt: skip
+        kw = dict(first=first, scale=scale, causal=True, q_offset=5, k_offset=4)
+        if into:
+            assert kernel_calls == [("into", dtype, id(acc_o), id(acc_lse), kw)]
+            continue
+        assert not any(c[0] == "into" for c in kernel_calls)
+        kernel_ran = use_kernels and dtype != "float32" and d in (64, 128) and scale > 0
+        assert any(c[0] == "cudnn" for c in kernel_calls) == kernel_ran  # else array ops
+        merged = any(c[0] == "merge" for c in kernel_calls)
+        assert merged == (not first and use_kernels and d in (64, 128))  # else array-op merge
+        assert np.isfinite(acc_o).all() and np.isfinite(acc_lse).all()
+
+
 def test_device_refuses_a_world_without_nccl(monkeypatch):
     cp = FakeCupy()
     monkeypatch.setattr(device, "cupy_module", lambda: cp)

@@ -200,6 +200,64 @@ def test_runner_sends_n_minus_1_blocks_and_modes():
         assert calls == [2, 0, 2]
 
 
+class RecordingOps(ReferenceBlockOps):
+    """The reference ops, recording each ``attend_into`` (the state's identity, shape, dtype,
+    the query rows' offset and ``first``); ``attend``/``merge`` are only reached through it."""
+
+    def __init__(self) -> None:
+        super().__init__(np, np.matmul)
+        self.calls: list[tuple] = []
+
+    def attend_into(self, acc_o, acc_lse, q, k, v, *, first, **kw):
+        entry = (id(acc_o), id(acc_lse), acc_o.shape, acc_lse.shape, acc_o.dtype, acc_lse.dtype)
+        self.calls.append(entry + (q.shape, kw["q_offset"], first))
+        super().attend_into(acc_o, acc_lse, q, k, v, first=first, **kw)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
+def test_runner_accumulates_each_piece_into_one_float32_state_per_call(layout):
+    """``attend_into`` with ``first`` once per query piece and call, then into the same float32
+    (o, lse) for the piece's other blocks; the result still right."""
+    n, heads, seq, dh = 3, 2, 12, 4
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((heads, seq, dh)).astype("float16") for _ in range(3))
+
+    def rank_fn(world):
+        net = build(world, (heads, seq // n, dh), "float16", True, layout)
+        ops = RecordingOps()
+        dev = NumpyDevice()
+        dev.block_ops = lambda ctx: ops
+        runner = RingRunner(net.regions[0], dev)
+        feeds = [P.shard_sequence(a, world.rank, n, axis=1, layout=layout) for a in (q, k, v)]
+        ctx = RunContext(net, {}, world)
+        per_call = []
+        for _ in range(2):
+            ops.calls.clear()
+            out = runner.run(*feeds, ctx, check=True)
+            per_call.append(list(ops.calls))
+        work = sum(len(step.work) for step in runner.steps)
+        return out, per_call, len(runner.pieces), work
+
+    results = td.InProcessWorld(n).run(rank_fn)
+    want = ref_attention(*(a.astype(np.float64) for a in (q, k, v)), True, dh**-0.5)
+    got = P.unshard([r[0] for r in results], axis=1, layout=layout)
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-2, atol=1e-2)
+    for _, per_call, pieces, work in results:
+        for calls in per_call:
+            assert len(calls) == work and sum(c[-1] for c in calls) == pieces
+            written: dict[tuple, tuple] = {}  # state -> (q rows' shape, offset) of its piece
+            for o_id, l_id, o_shape, l_shape, o_dt, l_dt, q_shape, q_off, first in calls:
+                key = (o_id, l_id)
+                if first:  # written once, by the piece's first block
+                    assert key not in written
+                    written[key] = (q_shape, q_off)
+                else:  # merged into after that, by blocks of the same piece
+                    assert written.get(key) == (q_shape, q_off)
+                assert o_shape == q_shape and l_shape == q_shape[:-1]
+                assert o_dt == l_dt == np.float32
+            assert len(written) == pieces
+
+
 def test_region_records_the_schedule_inputs():
     def rank_fn(world):
         net = build(world, (2, 4, 8), "float16", True, "zigzag", name="attn")

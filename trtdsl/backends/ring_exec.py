@@ -8,7 +8,8 @@ threaded exchange, against a float64 reference.
 
 Layouts: q, k, v ``[H, s, Dh]`` (this rank's tokens, in its layout); the K/V block that travels
 is ``[2H, s, Dh]`` (k rows then v rows); the running state per query piece is float32
-``o [H, rows, Dh]`` and ``lse [H, rows]``.
+``o [H, rows, Dh]`` and ``lse [H, rows]``, allocated once per call and piece and filled by
+``BlockOps.attend_into`` (the first block writes it, the others merge into it).
 
 >>> import numpy as np
 >>> ops = ReferenceBlockOps(np, np.matmul)
@@ -59,7 +60,8 @@ class Transport(Protocol):
 
 
 class BlockOps(Protocol):
-    """Attention of a query piece to a key segment, and the online-softmax merge."""
+    """Attention of a query piece to a key segment, and the online-softmax merge; the runner
+    calls ``attend_into`` (:func:`attend_then_merge` composes it from the other two)."""
 
     def attend(
         self, q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
@@ -70,6 +72,14 @@ class BlockOps(Protocol):
 
     def merge(self, acc_o: Any, acc_lse: Any, o: Any, lse: Any) -> None:
         """In place: ``acc_lse = logaddexp(acc_lse, lse)``, ``acc_o`` rescaled to match."""
+        ...
+
+    def attend_into(
+        self, acc_o: Any, acc_lse: Any, q: Any, k: Any, v: Any, *, scale: float, causal: bool,
+        q_offset: int, k_offset: int, first: bool,
+    ) -> None:  # fmt: skip
+        """The attention of q to this segment into the float32 running state ``acc_o
+        [H, rows, Dh]``, ``acc_lse [H, rows]``: written (``first``) or merged into."""
         ...
 
 
@@ -93,6 +103,20 @@ class SyncStreams:
 
     def wait(self, stream: str, event: str) -> None:
         pass
+
+
+def attend_then_merge(
+    ops: BlockOps, acc_o: Any, acc_lse: Any, q: Any, k: Any, v: Any, *, scale: float,
+    causal: bool, q_offset: int, k_offset: int, first: bool,
+) -> None:  # fmt: skip
+    """``BlockOps.attend_into`` from ``ops.attend`` and ``ops.merge``: the block's (o, lse)
+    copied into the running state (``first``, cast to float32) or merged into it."""
+    o, lse = ops.attend(q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
+    if first:
+        acc_o[...] = o
+        acc_lse[...] = lse
+    else:
+        ops.merge(acc_o, acc_lse, o, lse)
 
 
 class ReferenceBlockOps:
@@ -132,6 +156,15 @@ class ReferenceBlockOps:
         safe = xp.where(empty, f32(1), total)
         acc_o[...] = acc_o * (w1 / safe)[..., None] + o.astype(f32) * (w2 / safe)[..., None]
         acc_lse[...] = xp.where(empty, f32(-np.inf), m + xp.log(safe))
+
+    def attend_into(
+        self, acc_o: Any, acc_lse: Any, q: Any, k: Any, v: Any, *, scale: float, causal: bool,
+        q_offset: int, k_offset: int, first: bool,
+    ) -> None:  # fmt: skip
+        attend_then_merge(
+            self, acc_o, acc_lse, q, k, v, scale=scale, causal=causal, q_offset=q_offset,
+            k_offset=k_offset, first=first,
+        )  # fmt: skip
 
 
 def region_schedule(region: Region) -> tuple[int, int, list[Step]]:
@@ -272,19 +305,17 @@ class RingRunner:
             qp = q[:, p.local : p.local + p.length]
             kb = blk[:h, w.k_local : w.k_local + w.k_len]
             vb = blk[h:, w.k_local : w.k_local + w.k_len]
-            o, lse = ops.attend(
-                qp, kb, vb, scale=self.scale, causal=w.masked, q_offset=p.start,
-                k_offset=w.k_start,
-            )  # fmt: skip
             st = acc[w.piece]
-            if st is None:
-                acc_o = xp.empty(o.shape, xp.float32)
-                acc_o[...] = o
-                acc_lse = xp.empty(lse.shape, xp.float32)
-                acc_lse[...] = lse
-                acc[w.piece] = (acc_o, acc_lse)
-            else:
-                ops.merge(st[0], st[1], o, lse)
+            first = st is None
+            if st is None:  # the piece's running state, written by its first block
+                st = acc[w.piece] = (
+                    xp.empty(qp.shape, xp.float32),
+                    xp.empty(qp.shape[:-1], xp.float32),
+                )
+            ops.attend_into(
+                st[0], st[1], qp, kb, vb, scale=self.scale, causal=w.masked, q_offset=p.start,
+                k_offset=w.k_start, first=first,
+            )  # fmt: skip
 
 
 class RingFusion:
@@ -312,6 +343,7 @@ __all__ = [
     "RingDevice",
     "SyncStreams",
     "ReferenceBlockOps",
+    "attend_then_merge",
     "RingRunner",
     "region_schedule",
 ]

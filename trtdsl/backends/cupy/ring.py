@@ -12,8 +12,11 @@ to rank ``i + 1`` and receives rank ``i - 1``'s into the other of two buffers (o
   picks it); otherwise (float32, other head dims, ``use_kernels=False``) float32 attention
   from array ops, with the context's matmul (cuBLAS bound to the session's stream under
   ``cuda_graph=True``).
-- Merge: the running state is float32 per query piece; the Triton merge kernel where the head
-  dim is a kernel's, array ops otherwise.
+- Running state: float32 (o, lse) per query piece. Where the Triton kernel runs a block
+  (``attention_engine`` picks it, the default) it accumulates in the kernel's epilogue
+  (``flash_attention_into``: the first block writes the state, the others merge into it; no
+  o in q's dtype, no separate merge); otherwise the block's (o, lse) is merged into it by the
+  Triton merge kernel where the head dim is a kernel's, by array ops otherwise.
 - NCCL: the group's communicator of the world (``world.communicator(spec)`` with the region's
   broadcast spec: the same partition). A new input signature first agrees with every rank
   (``agree_on_collective``), so a mismatch fails instead of hanging.
@@ -32,7 +35,7 @@ from typing import Any
 
 from ...errors import ExecutionError
 from ..interpreter import Fusion
-from ..ring_exec import BlockOps, ReferenceBlockOps, RingFusion
+from ..ring_exec import BlockOps, ReferenceBlockOps, RingFusion, attend_then_merge
 from ..ring_schedule import COMM
 
 
@@ -122,6 +125,43 @@ class KernelBlockOps:
             merge_attention(acc_o, acc_lse, o, lse, inplace=True)
             return
         self.reference.merge(acc_o, acc_lse, o, lse)
+
+    def attend_into(
+        self, acc_o: Any, acc_lse: Any, q: Any, k: Any, v: Any, *, scale: float, causal: bool,
+        q_offset: int, k_offset: int, first: bool,
+    ) -> None:  # fmt: skip
+        """The block accumulated in the Triton kernel's epilogue where ``attend`` would run
+        the Triton kernel (``attend``'s conditions, and the engine selector picking Triton);
+        else ``attend`` (cuDNN or array ops) then ``merge``."""
+        kw = dict(scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
+        if (
+            self.use_kernels
+            and str(q.dtype) in self.dtypes
+            and q.shape[-1] in self.head_dims
+            and scale > 0
+            and _engine_runs_triton(q, k, v, **kw)
+        ):
+            from ...kernels import attention as kernels  # looked up per call: tests patch it
+
+            kernels.flash_attention_into(q, k, v, acc_o, acc_lse, first=first, **kw)
+            return
+        attend_then_merge(self, acc_o, acc_lse, q, k, v, first=first, **kw)
+
+
+def _engine_runs_triton(
+    q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
+) -> bool:
+    """Whether ``attention_engine.fused_attention`` would pick the Triton kernel for this
+    block: the engine is ``triton``, or cuDNN cannot run the call (its build failing at run
+    time, the selector's last fallback, is not foreseen: that block then runs attend + merge)."""
+    from . import attention_engine, cudnn_attention
+
+    if attention_engine.engine() == "triton":
+        return True
+    why = cudnn_attention.supported(
+        q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset, scale=scale
+    )
+    return why is not None
 
 
 class CupyDevice:
