@@ -14,6 +14,11 @@ skips it): the same attention cases through ``flash_attention`` with ``TRTDSL_AT
 (rows and heads padded, the padding of O poisoned: it must stay untouched, i.e. TMA stores clip
 at Sq and D) with offsets and lengths that are not block multiples. ``--quick`` checks the
 table's tiles only.
+
+The accumulating epilogues (``flash_attention_into``: a float32 running (o, lse) written, then
+merged into, by the kernel itself; pointer and TMA kernels) are checked by ``gpu/check_accum.py``
+(``--no-accum`` skips them): two or three blocks chained vs float64, each line with the error of
+the previous path (o in q's dtype, cast, merge kernel) for comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from check_accum import check_accumulate  # gpu/check_accum.py (this folder)
 from check_support import GpuCheck  # gpu/check_support.py (this folder)
 
 try:
@@ -51,10 +57,12 @@ class Ctx(GpuCheck):
     def __init__(self) -> None:
         super().__init__()
         self.launched: list[str] = []  # kinds of the kernels attention.py looked up
+        self.variants: list[tuple] = []  # (kind, variant) of the same lookups
         kernel = A._kernel
 
         def spy(kind: str, *variant: Any) -> Any:  # which kernel flash_attention launches
             self.launched.append(kind)
+            self.variants.append((kind, variant))
             return kernel(kind, *variant)
 
         A._kernel = spy
@@ -292,6 +300,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--no-tma", action="store_true", help="skip the TMA kernel's cases")
+    ap.add_argument("--no-accum", action="store_true", help="skip flash_attention_into's cases")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
     print(f"seed {seed}", flush=True)
@@ -307,6 +316,8 @@ def main() -> int:
             ctx.record(False, f"attn {case}: {type(e).__name__}: {e}")
     if not args.no_tma:
         check_tma(ctx, rng, args.quick)
+    if not args.no_accum:
+        check_accumulate(ctx, K, T, rng, args.quick)
     for dtype in ("float16", "bfloat16", "float32"):
         for d in (64, 128):
             try:

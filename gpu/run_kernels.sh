@@ -21,7 +21,7 @@ print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__v
 'torch', torch.__version__)"; } 2>&1 | tee "$OUT/env.txt"
 
 # shellcheck disable=SC2086
-step check 300 python3 gpu/check_kernels.py
+step check 420 python3 gpu/check_kernels.py
 # shellcheck disable=SC2086
 step sweep 300 python3 benchmarks/attention_gpu.py --sweep ${SWEEP_ARGS:-} --out "$OUT/sweep.md"
 # shellcheck disable=SC2086
