@@ -515,7 +515,11 @@ def test_the_switch_runs_cudnn_where_it_can(monkeypatch, fake, kernel_calls, eng
     np.testing.assert_allclose(np.asarray(o, float), want_o, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
     assert kernel_calls == [] and len(fake.lib.graphs) == 1
+    kw = dict(scale=0.5, causal=True, q_offset=3, k_offset=1)
+    assert AE.picks_cudnn(q, k, v, **kw)
     d32 = make(np.random.default_rng(9), (2,), 8, 8, d=32)  # not a cuDNN head dim here
+    assert not AE.picks_cudnn(*d32, **kw)
+    assert not AE.picks_cudnn(q, k, v, **{**kw, "q_offset": 0, "k_offset": 5})
     assert run_engine(*d32) == ("triton-o", "triton-lse")
     early = run_engine(q, k, v, q_offset=0, k_offset=5)  # row 0 sees no key: ours
     assert early == ("triton-o", "triton-lse") and len(kernel_calls) == 2
@@ -527,6 +531,7 @@ def test_the_switch_runs_cudnn_where_it_can(monkeypatch, fake, kernel_calls, eng
 def test_triton_is_the_default_and_ignores_cudnn(fake, kernel_calls):
     q, k, v = make(np.random.default_rng(10), (2,), 8, 8)
     assert run_engine(q, k, v) == ("triton-o", "triton-lse")
+    assert not AE.picks_cudnn(q, k, v, scale=0.5, causal=True, q_offset=3, k_offset=1)
     assert len(kernel_calls) == 1 and fake.lib.graphs == []
 
 

@@ -58,6 +58,28 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _cudnn_refusal(
+    choice: str, q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int,
+    k_offset: int,
+) -> str | None:  # fmt: skip
+    """None when engine ``choice`` sends this call to cuDNN, else why not."""
+    if choice == "triton":
+        return f"{ENGINE_ENV} picks triton"
+    return cudnn_attention.supported(
+        q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset, scale=scale
+    )
+
+
+def picks_cudnn(
+    q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
+) -> bool:
+    """Whether :func:`fused_attention` sends this call to cuDNN (a graph that then fails to
+    build still falls back to the Triton kernel), for callers that run the kernel their own
+    way otherwise (Ring's accumulating block attention)."""
+    kw = dict(scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
+    return _cudnn_refusal(engine(), q, k, v, **kw) is None
+
+
 def fused_attention(
     q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int,
     return_lse: bool,
@@ -66,31 +88,23 @@ def fused_attention(
     ``(o [..., H, Sq, D] in q's dtype, lse [..., H, Sq] float32 or None)`` from the engine
     :func:`engine` picks (see the module docstring); causal offsets as ``flash_attention``."""
     choice = engine()
-    if choice != "triton":
-        why = cudnn_attention.supported(
-            q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset, scale=scale
-        )
-        if why is None:
-            try:
-                return cudnn_attention.attention(
-                    q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset,
-                    return_lse=return_lse, checked=True,
-                )  # fmt: skip
-            except cudnn_attention.CudnnBuildError as e:
-                _warn_once(f"{e}; the Triton kernel runs instead")
-            except cudnn_attention.CudnnAttentionError:
-                pass  # e.g. no graph yet while capturing: ours runs
-        elif choice == "cudnn" and why == cudnn_attention.import_error():
-            _warn_once(f"{ENGINE_ENV}=cudnn: {why}; the Triton kernel runs instead")
+    kw = dict(scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
+    why = _cudnn_refusal(choice, q, k, v, **kw)
+    if why is None:
+        try:
+            return cudnn_attention.attention(q, k, v, return_lse=return_lse, checked=True, **kw)
+        except cudnn_attention.CudnnBuildError as e:
+            _warn_once(f"{e}; the Triton kernel runs instead")
+        except cudnn_attention.CudnnAttentionError:
+            pass  # e.g. no graph yet while capturing: ours runs
+    elif choice == "cudnn" and why == cudnn_attention.import_error():
+        _warn_once(f"{ENGINE_ENV}=cudnn: {why}; the Triton kernel runs instead")
     from ...kernels import attention as kernels  # looked up per call: tests patch it
 
-    return kernels.flash_attention(
-        q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset,
-        return_lse=return_lse,
-    )  # fmt: skip
+    return kernels.flash_attention(q, k, v, return_lse=return_lse, **kw)
 
 
 __all__ = [
     "DEFAULT_ENGINE", "ENGINES", "ENGINE_ENV", "AttentionEngineError", "engine",
-    "fused_attention",
+    "fused_attention", "picks_cudnn",
 ]  # fmt: skip

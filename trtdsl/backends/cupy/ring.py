@@ -154,14 +154,11 @@ def _engine_runs_triton(
     """Whether ``attention_engine.fused_attention`` would pick the Triton kernel for this
     block: the engine is ``triton``, or cuDNN cannot run the call (its build failing at run
     time, the selector's last fallback, is not foreseen: that block then runs attend + merge)."""
-    from . import attention_engine, cudnn_attention
+    from .attention_engine import picks_cudnn
 
-    if attention_engine.engine() == "triton":
-        return True
-    why = cudnn_attention.supported(
-        q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset, scale=scale
+    return not picks_cudnn(
+        q, k, v, scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset
     )
-    return why is not None
 
 
 class CupyDevice:
