@@ -133,6 +133,21 @@ def _lse(l_i, m_i):
 
 
 @_jit
+def _merge_weights(lse1, lse2):
+    """``(w1, w2, lse)`` of merging two partial results with log-sum-exps ``lse1``/``lse2``
+    (natural log, per row): ``lse = logaddexp(lse1, lse2)``, ``w_i = exp(lse_i - lse)``; rows
+    where both are -inf get ``w1 = w2 = 0`` and ``lse = -inf``."""
+    m = tl.maximum(lse1, lse2)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w1 = tl.exp(lse1 - m)
+    w2 = tl.exp(lse2 - m)
+    s = w1 + w2
+    empty = s == 0.0
+    s_safe = tl.where(empty, 1.0, s)
+    return w1 / s_safe, w2 / s_safe, tl.where(empty, float("-inf"), m + tl.log(s_safe))
+
+
+@_jit
 def _store_rows(acc, l_i, m_i, o_ptrs, lse_ptrs, in_q, write_lse, ACCUM: tl.constexpr):
     """The epilogue of one row-block by pointers: ``o_ptrs`` [M, D], ``lse_ptrs`` [M], rows
     ``in_q`` only. ``ACCUM`` 0: O = acc / l in O's dtype, LSE if ``write_lse``; 1: O (float32)
@@ -140,20 +155,13 @@ def _store_rows(acc, l_i, m_i, o_ptrs, lse_ptrs, in_q, write_lse, ACCUM: tl.cons
     (lse = logaddexp(lse_prev, lse_blk), o = o_prev w_prev + o_blk w_blk; both -inf: 0, -inf;
     as ``attention_merge``, with o_blk w_blk = acc (w_blk / l))."""
     if ACCUM == 2:
-        lse_blk = _lse(l_i, m_i)
         lse_prev = tl.load(lse_ptrs, mask=in_q, other=float("-inf"))
-        m = tl.maximum(lse_prev, lse_blk)
-        m = tl.where(m == float("-inf"), 0.0, m)
-        w_prev = tl.exp(lse_prev - m)
-        w_blk = tl.exp(lse_blk - m)
-        s = w_prev + w_blk
-        empty = s == 0.0
-        s_safe = tl.where(empty, 1.0, s)
-        w_acc = w_blk / (s_safe * tl.where(l_i == 0.0, 1.0, l_i))
+        w_prev, w_blk, lse = _merge_weights(lse_prev, _lse(l_i, m_i))
+        w_acc = w_blk / tl.where(l_i == 0.0, 1.0, l_i)
         o_prev = tl.load(o_ptrs, mask=in_q[:, None], other=0.0)
-        o = o_prev * (w_prev / s_safe)[:, None] + acc * w_acc[:, None]
+        o = o_prev * w_prev[:, None] + acc * w_acc[:, None]
         tl.store(o_ptrs, o, mask=in_q[:, None])
-        tl.store(lse_ptrs, tl.where(empty, float("-inf"), m + tl.log(s_safe)), mask=in_q)
+        tl.store(lse_ptrs, lse, mask=in_q)
     else:
         o = _normalize(acc, l_i).to(o_ptrs.dtype.element_ty)
         tl.store(o_ptrs, o, mask=in_q[:, None])
@@ -487,16 +495,7 @@ def attention_merge(
     offs_d = tl.arange(0, HEAD_DIM)
     l1 = tl.load(LSE1 + rows, mask=in_r, other=float("-inf"))
     l2 = tl.load(LSE2 + rows, mask=in_r, other=float("-inf"))
-    m = tl.maximum(l1, l2)
-    m = tl.where(m == float("-inf"), 0.0, m)
-    w1 = tl.exp(l1 - m)
-    w2 = tl.exp(l2 - m)
-    s = w1 + w2
-    empty = s == 0.0
-    s_safe = tl.where(empty, 1.0, s)
-    lse = tl.where(empty, float("-inf"), m + tl.log(s_safe))
-    w1 = w1 / s_safe
-    w2 = w2 / s_safe
+    w1, w2, lse = _merge_weights(l1, l2)
     ptrs = rows[:, None] * HEAD_DIM + offs_d[None, :]
     o1 = tl.load(O1 + ptrs, mask=in_r[:, None], other=0.0).to(tl.float32)
     o2 = tl.load(O2 + ptrs, mask=in_r[:, None], other=0.0).to(tl.float32)
