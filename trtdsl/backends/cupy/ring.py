@@ -97,15 +97,20 @@ class KernelBlockOps:
         self.dtypes, self.head_dims = DTYPES, HEAD_DIMS
         self.reference = ReferenceBlockOps(cp, matmul)
 
-    def attend(
-        self, q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
-    ) -> tuple[Any, Any]:
-        if (
+    def _fused(self, q: Any, scale: float) -> bool:
+        """Whether a fused engine (Triton kernel or cuDNN) takes the block: kernels on, a
+        kernel dtype and head dim, a positive scale; else array ops (``self.reference``)."""
+        return (
             self.use_kernels
             and str(q.dtype) in self.dtypes
             and q.shape[-1] in self.head_dims
             and scale > 0
-        ):
+        )
+
+    def attend(
+        self, q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
+    ) -> tuple[Any, Any]:
+        if self._fused(q, scale):
             from .attention_engine import fused_attention  # Triton, or cuDNN if switched on
 
             return fused_attention(
@@ -134,13 +139,7 @@ class KernelBlockOps:
         the Triton kernel (``attend``'s conditions, and the engine selector picking Triton);
         else ``attend`` (cuDNN or array ops) then ``merge``."""
         kw = dict(scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
-        if (
-            self.use_kernels
-            and str(q.dtype) in self.dtypes
-            and q.shape[-1] in self.head_dims
-            and scale > 0
-            and _engine_runs_triton(q, k, v, **kw)
-        ):
+        if self._fused(q, scale) and _engine_runs_triton(q, k, v, **kw):
             from ...kernels import attention as kernels  # looked up per call: tests patch it
 
             kernels.flash_attention_into(q, k, v, acc_o, acc_lse, first=first, **kw)
