@@ -121,7 +121,7 @@ def test_ring_receives_like_allgather_and_ulysses_less():
     ring, ag, uly = (P.cp_attention_volume(s, **kw) for s in ("ring", "allgather_kv", "ulysses"))
     assert ring.received == ag.received == 7 * 2 * 32 * 512 * 128 * 2
     assert uly.received == Fraction(7, 8) * 4 * 32 * 512 * 128 * 2
-    assert (ring.collectives, ag.collectives, uly.collectives) == (8, 1, 2)
+    assert (ring.collectives, ag.collectives, uly.collectives) == (8, 1, 4)
 
 
 @pytest.mark.parametrize("op", COLLECTIVE_OPS)

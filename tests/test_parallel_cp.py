@@ -147,7 +147,8 @@ def test_ring_schedule(n, causal):
 
 
 def test_strategy_structure():
-    """AllGather-KV: one all_gather; Ulysses: two all_to_all; classes share one interface."""
+    """AllGather-KV: one all_gather; Ulysses: four all_to_all (q, k, v, out); as many as the
+    volume model counts; classes share one interface."""
     q = np.zeros((4, 8, 2), "float32")
     ops = {}
     for st_name in STRATEGIES:
@@ -156,8 +157,13 @@ def test_strategy_structure():
     assert ops == {
         "allgather_kv": ["all_gather"],
         "ring": ["broadcast", "broadcast"],
-        "ulysses": ["all_to_all", "all_to_all"],
+        "ulysses": ["all_to_all"] * 4,
     }
+    for st_name, got in ops.items():
+        vol = P.cp_attention_volume(
+            st_name, seq_len=16, heads=4, head_dim=2, ranks=2, dtype="float32"
+        )
+        assert vol.collectives == len(got)
     assert P.get_strategy("ring") is P.RingAttention
     for cls in (P.AllGatherKVAttention, P.RingAttention, P.UlyssesAttention):
         assert issubclass(cls, P.ContextParallelAttention)

@@ -246,8 +246,8 @@ def cp_attention_volume(
 
     - allgather_kv: one all_gather of packed K/V ``[2H, s, Dh]``: ``(N-1) * 2*H*s*Dh*b``.
     - ring: N broadcasts of packed K/V ``[2H, s, Dh]``: ``(N-1) * 2*H*s*Dh*b`` (a ring's).
-    - ulysses: all_to_all of packed QKV ``[3H, s, Dh]`` and of the output ``[H, s, Dh]``:
-      ``(N-1)/N * 4*H*s*Dh*b``.
+    - ulysses: all_to_all of q, k and v ``[H, s, Dh]`` each and of the output ``[H, s, Dh]``
+      (four collectives): ``(N-1)/N * 4*H*s*Dh*b``.
     """
     _check(ranks, seq_len=seq_len, heads=heads, head_dim=head_dim)
     if strategy not in CP_STRATEGIES:
@@ -267,7 +267,7 @@ def cp_attention_volume(
     if heads % ranks:
         raise _fail(f"ulysses: {heads} heads do not split over {ranks} ranks")
     v = Fraction((ranks - 1) * 4 * heads * s * head_dim * b, ranks)
-    return _vol(v, v, 2)
+    return _vol(v, v, 4)
 
 
 def volume_report(

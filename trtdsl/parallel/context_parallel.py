@@ -335,14 +335,23 @@ class RingAttention(ContextParallelAttention):
 
 
 class UlyssesAttention(ContextParallelAttention):
-    """DeepSpeed-Ulysses: one all_to_all turns the sequence split into a head split (q, k, v
-    packed), each rank attends over the full sequence with ``heads/N`` heads, and a second
-    all_to_all turns the result back. ``heads % N != 0`` is a DefinitionError.
+    """DeepSpeed-Ulysses: all_to_alls turn the sequence split into a head split (one each for
+    q, k and v: ``[H, s, Dh]`` is already grouped by destination, so nothing is packed), each
+    rank attends over the full sequence with ``heads/N`` heads, and one more all_to_all turns
+    the result back. ``heads % N != 0`` is a DefinitionError.
 
     >>> out = UlyssesAttention()(q, k, v)                                # doctest: +SKIP
     """
 
     name: ClassVar[str] = "ulysses"
+
+    def _heads_to_rank(self, t: Tensor, lab: str, n: int, hl: int) -> Tensor:
+        """``[H, s, Dh]`` (this rank's tokens, all heads) -> ``[H/N, S, Dh]`` (this rank's
+        heads, every token, in token order) through one all_to_all."""
+        _, s, dh = t.shape
+        recv = t.all_to_all(groups=self.groups, name=self._n(f"all_to_all_{lab}"))
+        recv = F.reshape(recv, (n, hl, s, dh), name=self._n(f"{lab}_by_source"))
+        return self.to_global(recv, n, hl, s, dh, lab)
 
     def _forward(self, q: Tensor, k: Tensor, v: Tensor, idx: int, n: int, scale: float) -> Tensor:
         h, s, dh = q.shape
@@ -352,17 +361,9 @@ class UlyssesAttention(ContextParallelAttention):
                 " use the ring or allgather_kv strategy"
             )
         hl = h // n
-        # [H, s, Dh] -> [N, H/N, s, Dh] (axis 0 = destination rank), q|k|v packed on axis 1
-        parts = [
-            F.reshape(t, (n, hl, s, dh), name=self._n(f"{lab}_by_dest"))
-            for t, lab in zip((q, k, v), "qkv")
-        ]
-        packed = F.concat(parts, axis=1, name=self._n("pack_qkv"))  # [N, 3H/N, s, Dh]
-        packed = F.reshape(packed, (3 * h, s, dh), name=self._n("flat_qkv"))
-        recv = packed.all_to_all(groups=self.groups, name=self._n("all_to_all_qkv"))
-        recv = F.reshape(recv, (n, 3 * hl, s, dh), name=self._n("by_source"))  # source = chunk
-        recv = self.to_global(recv, n, 3 * hl, s, dh, "qkv")  # [3H/N, S, Dh]
-        qf, kf, vf = F.split(recv, 3, axis=0, name=self._n("unpack_qkv"))
+        # [H, s, Dh] is already destination-major (heads j*H/N.. go to rank j): one all_to_all
+        # per tensor, no packing copy; each arrives source-major [N, H/N, s, Dh]
+        qf, kf, vf = (self._heads_to_rank(t, lab, n, hl) for t, lab in zip((q, k, v), "qkv"))
         of = scaled_dot_product_attention(
             qf,
             kf,
