@@ -205,8 +205,13 @@ def tma_tile_cases(quick: bool) -> list[tuple]:
     return cases
 
 
-def check_merge_case(ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, d: int) -> None:
+def check_merge_case(
+    ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, d: int, o2_dtype: str | None = None
+) -> None:
+    """The merge kernel vs float64 on the rounded inputs; ``o2_dtype``: a 16-bit o2 merged
+    into a float32 o1 (``dtype`` then is float32)."""
     cp = ctx.cp
+    dt2 = o2_dtype or dtype
     o1 = rng.standard_normal((rows, d))
     o2 = rng.standard_normal((rows, d))
     l1 = rng.standard_normal(rows) * 3
@@ -215,11 +220,11 @@ def check_merge_case(ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, 
     l2[::11] = -np.inf  # the other side empty (and both, every 77th row)
     o1[::7] = 0.0
     o2[::11] = 0.0
-    g1, g2 = ctx.to_gpu(o1, dtype), ctx.to_gpu(o2, dtype)
-    h1, h2 = ctx.to_host(g1, dtype), ctx.to_host(g2, dtype)
+    g1, g2 = ctx.to_gpu(o1, dtype), ctx.to_gpu(o2, dt2)
+    h1, h2 = ctx.to_host(g1, dtype), ctx.to_host(g2, dt2)
     ref_o, ref_l = R.merge(h1, l1.astype(np.float32), h2, l2.astype(np.float32))
     gl1, gl2 = cp.asarray(l1.astype(np.float32)), cp.asarray(l2.astype(np.float32))
-    as_dt = ctx.as_dtype(dtype)
+    as_dt = ctx.as_dtype(dt2)
     ptrs = ctx.poison_blocks([rows * d * g1.itemsize, rows * 4])
     o, lse = K.merge_attention(g1, gl1, g2, gl2, inplace=False, as_dtype=as_dt)
     cp.cuda.get_current_stream().synchronize()
@@ -236,7 +241,8 @@ def check_merge_case(ctx: Ctx, rng: np.random.Generator, dtype: str, rows: int, 
     o_in, l_in = K.merge_attention(g1, gl1, g2, gl2, as_dtype=as_dt)
     same = o_in is g1 and l_in is gl1 and bool(cp.all(cp.asarray(o_in) == cp.asarray(o)))
     ok = ok and same
-    ctx.record(ok, f"merge {dtype} rows={rows} D={d} o_err={e_o:.1e} lse_err={e_l:.1e} "
+    label = f"{dt2} into {dtype}" if dt2 != dtype else dtype
+    ctx.record(ok, f"merge {label} rows={rows} D={d} o_err={e_o:.1e} lse_err={e_l:.1e} "
                f"both_empty={int(both.sum())} inplace_same={same}")  # fmt: skip
 
 
@@ -324,6 +330,12 @@ def main() -> int:
                 check_merge_case(ctx, rng, dtype, 1000 + d, d)
             except Exception as e:
                 ctx.record(False, f"merge {dtype} D={d}: {type(e).__name__}: {e}")
+    for o2_dtype in ("float16", "bfloat16"):  # a 16-bit partial into a float32 running state
+        for d in (64, 128):
+            try:
+                check_merge_case(ctx, rng, "float32", 1000 + d, d, o2_dtype)
+            except Exception as e:
+                ctx.record(False, f"merge {o2_dtype} into float32 D={d}: {type(e).__name__}: {e}")
     # the public entry points refuse bad arguments with ValueErrors
     cp = ctx.cp
     try:

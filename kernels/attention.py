@@ -288,13 +288,14 @@ def merge_attention(
 ) -> tuple[Any, Any]:
     """Merge two partial attention results over disjoint key sets (Ring attention step).
 
-    o* [..., D], lse* [...] float32: ``lse = logaddexp(lse1, lse2)``,
+    o* [..., D] of one dtype, or o1 float32 and o2 fp16/bf16 (a 16-bit partial merged into a
+    float32 running state), lse* [...] float32: ``lse = logaddexp(lse1, lse2)``,
     ``o = o1 exp(lse1 - lse) + o2 exp(lse2 - lse)`` (both -inf: o = 0, lse = -inf). With
     ``inplace`` (default) the result is written into ``o1``/``lse1`` (which must then be
     contiguous) and those are returned; otherwise new arrays are. ``as_dtype`` as in
     ``flash_attention``.
     """
-    rows, d, dt = check_merge(o1, lse1, o2, lse2, as_dtype)
+    rows, d, dt, dt2 = check_merge(o1, lse1, o2, lse2, as_dtype)
     cp = _cupy()
     for name, x in (("o1", o1), ("lse1", lse1), ("o2", o2), ("lse2", lse2)):
         if not isinstance(x, cp.ndarray):
@@ -309,9 +310,9 @@ def merge_attention(
         a, la, b, lb = (_contiguous_aligned(x, cp) for x in (o1, lse1, o2, lse2))
         out, lout = (o1, lse1) if inplace else (cp.empty_like(a), cp.empty_like(la))
         if rows:
-            ck = _kernel("merge", d, dt)
+            ck = _kernel("merge", d, dt, dt2)
             args = [np.uint64(x.data.ptr) for x in (a, la, b, lb, out, lout)]
             args.append(np.int64(rows))
-            block_r = merge_spec(d, dt).constexprs["BLOCK_R"]
+            block_r = merge_spec(d, dt, dt2).constexprs["BLOCK_R"]
             launch(ck, (math.ceil(rows / block_r), 1, 1), args, device=dev, stream=stream)
     return out, lout

@@ -137,10 +137,15 @@ def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
     return _attention_kernel_spec("attention_fwd_qdp", sig, cfg, head_dim, causal, ACCUM_NONE)
 
 
-def merge_spec(head_dim: int, dtype: str) -> KernelSpec:
-    """Spec of ``attention_merge`` for rows of ``head_dim`` values of ``dtype``."""
+def merge_spec(head_dim: int, dtype: str, o2_dtype: str | None = None) -> KernelSpec:
+    """Spec of ``attention_merge`` for rows of ``head_dim`` values of ``dtype`` (O1 and the
+    output); ``o2_dtype`` (default ``dtype``) may be a 16-bit dtype when ``dtype`` is float32:
+    a 16-bit partial merged straight into a float32 running state (Ring with cuDNN blocks)."""
+    o2 = o2_dtype or dtype
+    if o2 != dtype and (dtype != "float32" or o2 not in DTYPES):
+        raise ValueError(f"merge of {o2} into {dtype}: only 16-bit into float32 mixes")
     ty = TRITON_DTYPE[dtype]
-    sig = {"O1": f"*{ty}", "LSE1": "*fp32", "O2": f"*{ty}", "LSE2": "*fp32"}
+    sig = {"O1": f"*{ty}", "LSE1": "*fp32", "O2": f"*{TRITON_DTYPE[o2]}", "LSE2": "*fp32"}
     sig.update({"O_out": f"*{ty}", "LSE_out": "*fp32", "n_rows": "i64"})
     consts = {"HEAD_DIM": head_dim, "BLOCK_R": MERGE_ROWS_PER_PROGRAM[head_dim]}
     sig.update({k: "constexpr" for k in consts})
@@ -281,6 +286,7 @@ def all_specs() -> list[KernelSpec]:
         attention_spec(d, dt, c, accum=a) for (d, dt, c) in ATTENTION_CONFIGS for a in ACCUM_MODES
     ]
     specs += [merge_spec(d, dt) for d in HEAD_DIMS for dt in MERGE_DTYPES]
+    specs += [merge_spec(d, "float32", o2) for d in HEAD_DIMS for o2 in DTYPES]
     from .tma_configs import TMA_CONFIGS, tma_spec  # imports this module
 
     specs += [

@@ -93,8 +93,9 @@ def check_attention(
 
 def check_merge(
     o1: Any, lse1: Any, o2: Any, lse2: Any, as_dtype: str | None = None
-) -> tuple[int, int, str]:
-    """Validate ``merge_attention``'s arguments; returns (rows, head_dim, dtype)."""
+) -> tuple[int, int, str, str]:
+    """Validate ``merge_attention``'s arguments; returns (rows, head_dim, o1's dtype, o2's
+    dtype): equal, or a 16-bit o2 merged into a float32 o1 (``as_dtype`` then reads o2)."""
     for name, x in (("o1", o1), ("lse1", lse1), ("o2", o2), ("lse2", lse2)):
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise KernelArgumentError(f"{name} must be an array, got {type(x).__name__}")
@@ -105,11 +106,13 @@ def check_merge(
             f"lse1 {lse1.shape} and lse2 {lse2.shape} must be o's shape {o1.shape} without its "
             "last dim"
         )
-    dt = effective_dtype(o1, as_dtype, MERGE_DTYPES)
-    if dt not in MERGE_DTYPES or dtype_name(o2) != dtype_name(o1):
+    mixed = dtype_name(o1) == "float32" and getattr(o2.dtype, "itemsize", None) == 2
+    dt = "float32" if mixed else effective_dtype(o1, as_dtype, MERGE_DTYPES)
+    dt2 = effective_dtype(o2, as_dtype, MERGE_DTYPES)
+    if dt not in MERGE_DTYPES or not (dt2 == dt or (mixed and dt2 in DTYPES)):
         raise KernelDTypeError(
             f"o1/o2 dtypes {dtype_name(o1)}/{dtype_name(o2)} must be equal and one of "
-            f"{MERGE_DTYPES}"
+            f"{MERGE_DTYPES}, or o1 float32 and o2 one of {DTYPES}"
         )
     if dtype_name(lse1) != "float32" or dtype_name(lse2) != "float32":
         raise KernelDTypeError(
@@ -118,7 +121,7 @@ def check_merge(
     d = o1.shape[-1]
     if d not in HEAD_DIMS:
         raise KernelShapeError(f"head_dim {d} (o shape {o1.shape}) not in {HEAD_DIMS}")
-    return math.prod(o1.shape[:-1]), d, dt
+    return math.prod(o1.shape[:-1]), d, dt, dt2
 
 
 def check_accumulators(o_acc: Any, lse_acc: Any, p: AttentionProblem) -> None:

@@ -225,6 +225,11 @@ def test_flash_attention_needs_gpu_arrays() -> None:
          z(4, dtype=np.float32), K.KernelDTypeError, ["int32"]),
         (z(4, 48), z(4, dtype=np.float32), z(4, 48), z(4, dtype=np.float32), K.KernelShapeError,
          ["48"]),
+        # mixed dtypes: only a 16-bit o2 into a float32 o1
+        (z(4, 64), z(4, dtype=np.float32), z(4, 64, dtype=np.float32), z(4, dtype=np.float32),
+         K.KernelDTypeError, ["float16/float32", "o1 float32 and o2 one of"]),
+        (z(4, 64, dtype=np.float32), z(4, dtype=np.float32), z(4, 64, dtype=np.uint16),
+         z(4, dtype=np.float32), K.KernelDTypeError, ["float32/uint16"]),
     ],
 )  # fmt: skip
 def test_merge_attention_argument_errors(o1, l1, o2, l2, err, words) -> None:
@@ -233,3 +238,22 @@ def test_merge_attention_argument_errors(o1, l1, o2, l2, err, words) -> None:
     assert isinstance(info.value, ValueError)
     for w in words:
         assert w in str(info.value)
+
+
+@pytest.mark.parametrize("o2", ["float16", "bfloat16"])
+def test_merge_takes_a_16_bit_partial_into_float32(o2) -> None:
+    """check_merge accepts fp16/bf16 o2 with a float32 o1 (and bf16 bits in uint16 with
+    as_dtype); the spec then types O2 16-bit and O1/O_out float32; nothing else mixes."""
+    from trtdsl.kernels.validate import check_merge
+
+    npdt = {"float16": np.float16, "bfloat16": np.uint16}[o2]
+    as_dt = "bfloat16" if o2 == "bfloat16" else None
+    got = check_merge(z(3, 5, 64, dtype=np.float32), z(3, 5, dtype=np.float32),
+                      z(3, 5, 64, dtype=npdt), z(3, 5, dtype=np.float32), as_dt)  # fmt: skip
+    assert got == (15, 64, "float32", o2)
+    sig = CFG.merge_spec(64, "float32", o2).signature
+    want = {"float16": "*fp16", "bfloat16": "*bf16"}[o2]
+    assert (sig["O1"], sig["O2"], sig["O_out"]) == ("*fp32", want, "*fp32")
+    assert CFG.merge_spec(64, "float32", o2) in CFG.all_specs()
+    with pytest.raises(ValueError, match="only 16-bit into float32"):
+        CFG.merge_spec(64, o2, "float32")

@@ -125,8 +125,8 @@ class KernelBlockOps:
         if self.use_kernels and acc_o.shape[-1] in self.head_dims:
             from ...kernels.attention import merge_attention
 
-            if o.dtype != acc_o.dtype:
-                o = o.astype(acc_o.dtype)  # the running state is float32
+            if o.dtype != acc_o.dtype and str(o.dtype) not in self.dtypes:
+                o = o.astype(acc_o.dtype)  # the kernel merges fp16/bf16 into float32 itself
             merge_attention(acc_o, acc_lse, o, lse, inplace=True)
             return
         self.reference.merge(acc_o, acc_lse, o, lse)
