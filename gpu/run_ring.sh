@@ -6,7 +6,8 @@
 # [[0, 1], [2, 3]] too; where 4 are present): PASS/FAIL per case, "RING: N passed, M failed",
 # then an OVERLAP line (ring vs its compute alone + its communication alone); the CP benchmark
 # --quick on 2 and 4 GPUs (BENCH_ARGS replaces --quick). Kernels: TRTDSL_KERNEL_CACHE may point
-# at a prebuilt cache. NVLink multicast stays off.
+# at a prebuilt cache. TRTDSL_ATTENTION_ENGINE (triton, the default, or cudnn) picks the block
+# attention for the checks (the benchmark takes --engine). NVLink multicast stays off.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 if ls .whl/*.whl >/dev/null 2>&1; then  # nccl4py from wheels carried in .whl/
@@ -20,8 +21,10 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-"check2 check4 bench2 bench4"}
 NGPU=$(nvidia-smi -L | wc -l)
 PY=$(command -v python3)
+# the block attention's engine (trtdsl/backends/cupy/attention_engine.py): triton or cudnn
+export TRTDSL_ATTENTION_ENGINE=${TRTDSL_ATTENTION_ENGINE:-triton}
 MPI=(mpirun --allow-run-as-root -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
-    -x TRTDSL_KERNEL_CACHE -np)
+    -x TRTDSL_KERNEL_CACHE -x TRTDSL_ATTENTION_ENGINE -np)
 # shellcheck source=gpu/steps.sh
 source "$(dirname "$0")/steps.sh"
 { date -u; nvidia-smi -L; } 2>&1 | tee "$OUT/env.txt"
