@@ -106,14 +106,23 @@ def check_merge(
             f"lse1 {lse1.shape} and lse2 {lse2.shape} must be o's shape {o1.shape} without its "
             "last dim"
         )
-    mixed = dtype_name(o1) == "float32" and getattr(o2.dtype, "itemsize", None) == 2
-    dt = "float32" if mixed else effective_dtype(o1, as_dtype, MERGE_DTYPES)
-    dt2 = effective_dtype(o2, as_dtype, MERGE_DTYPES)
+    n1, n2 = dtype_name(o1), dtype_name(o2)
+    mixed = n1 == "float32" and n2 in DTYPES + ("uint16",)  # a 16-bit partial into float32
+    bad = KernelDTypeError(
+        f"o1/o2 dtypes {n1}/{n2} must be equal and one of {MERGE_DTYPES}, or o1 float32 and "
+        f"o2 one of {DTYPES}"
+        + (f" (as_dtype={as_dtype} reads uint16 storage only)" if as_dtype else "")
+    )
+    if mixed:
+        if as_dtype is not None and n2 != "uint16":
+            raise bad  # as_dtype reinterprets 16-bit storage, never a typed fp16/bf16 array
+        dt, dt2 = "float32", effective_dtype(o2, as_dtype, MERGE_DTYPES)
+    elif n1 != n2:
+        raise bad
+    else:
+        dt = dt2 = effective_dtype(o1, as_dtype, MERGE_DTYPES)
     if dt not in MERGE_DTYPES or not (dt2 == dt or (mixed and dt2 in DTYPES)):
-        raise KernelDTypeError(
-            f"o1/o2 dtypes {dtype_name(o1)}/{dtype_name(o2)} must be equal and one of "
-            f"{MERGE_DTYPES}, or o1 float32 and o2 one of {DTYPES}"
-        )
+        raise bad
     if dtype_name(lse1) != "float32" or dtype_name(lse2) != "float32":
         raise KernelDTypeError(
             f"lse1/lse2 must be float32, got {dtype_name(lse1)}/{dtype_name(lse2)}"

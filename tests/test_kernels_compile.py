@@ -240,6 +240,23 @@ def test_merge_attention_argument_errors(o1, l1, o2, l2, err, words) -> None:
         assert w in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "o1, o2, words",
+    [  # as_dtype reinterprets uint16 storage; it never turns one typed array into another
+        (z(4, 64, dtype=np.uint16), z(4, 64), ["uint16/float16"]),
+        (z(4, 64, dtype=np.float32), z(4, 64), ["float32/float16", "uint16 storage only"]),
+        (z(4, 64), z(4, 64, dtype=np.uint16), ["float16/uint16"]),
+    ],
+)  # fmt: skip
+def test_merge_as_dtype_reads_storage_only(o1, o2, words) -> None:
+    lse = z(4, dtype=np.float32)
+    with pytest.raises(K.KernelDTypeError) as info:
+        K.merge_attention(o1, lse, o2, lse, as_dtype="bfloat16")
+    assert isinstance(info.value, ValueError)
+    for w in words:
+        assert w in str(info.value)
+
+
 @pytest.mark.parametrize("o2", ["float16", "bfloat16"])
 def test_merge_takes_a_16_bit_partial_into_float32(o2) -> None:
     """check_merge accepts fp16/bf16 o2 with a float32 o1 (and bf16 bits in uint16 with
