@@ -239,15 +239,34 @@ def norm_specs() -> list[KernelSpec]:
 # -- the elementwise activation (kernels/triton_activation.py) --------------------------------
 ACT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
 #: The activation kernel is on (gpu/check_activation.py: 138/138 against float64 on an H200,
-#: docs/gpu-runs.md); ``TRTDSL_ACTIVATION_KERNEL=0`` turns it off (``1`` on), read at each call.
+#: docs/gpu-runs.md); ``TRTDSL_ACTIVATION_KERNEL=0`` turns it off (``1`` on; :func:`env_switch`),
+#: read at each call.
 ACTIVATION_KERNEL_ENV = "TRTDSL_ACTIVATION_KERNEL"
 USE_ACTIVATION_KERNEL = True
 
 
+_ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off environment switch: 1/true/on/yes or 0/false/off/no (any case), ``default``
+    when unset or empty; ValueError naming the variable otherwise.
+
+    >>> env_switch("TRTDSL_NO_SUCH_SWITCH", True)  # unset: the default
+    True
+    """
+    raw = os.environ.get(name, "")
+    val = raw.strip().lower()
+    if not val:
+        return default
+    if val in _ON or val in _OFF:
+        return val in _ON
+    raise ValueError(f"{name}={raw!r}: use one of {', '.join(_ON + _OFF)}")
+
+
 def use_activation_kernel() -> bool:
     """Whether the cupy backend runs activations through the kernel (see above)."""
-    env = os.environ.get(ACTIVATION_KERNEL_ENV)
-    return USE_ACTIVATION_KERNEL if not env else env == "1"
+    return env_switch(ACTIVATION_KERNEL_ENV, USE_ACTIVATION_KERNEL)
 
 
 #: The kinds in the order of the kernel's ``KIND`` codes.

@@ -15,11 +15,10 @@ bases, unit last stride, other strides multiples of 16 bytes); otherwise the poi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .configs import ACCUM_NONE, DTYPES, AttentionConfig, KernelSpec, attention_spec
+from .configs import ACCUM_NONE, DTYPES, AttentionConfig, KernelSpec, attention_spec, env_switch
 
 #: Environment override of :data:`USE_TMA` ("1" on, "0" off), read at each call.
 TMA_ENV = "TRTDSL_ATTENTION_TMA"
@@ -100,8 +99,7 @@ TMA_CONFIGS: dict[tuple[int, str, bool], TmaConfig] = {
 def use_tma() -> bool:
     """Whether ``flash_attention`` may take the TMA kernel: ``$TRTDSL_ATTENTION_TMA`` ("1" or
     "0") when set, else :data:`USE_TMA`."""
-    env = os.environ.get(TMA_ENV)
-    return USE_TMA if env is None or env == "" else env == "1"
+    return env_switch(TMA_ENV, USE_TMA)
 
 
 def tma_config(head_dim: int, dtype: str, causal: bool) -> TmaConfig | None:

@@ -29,6 +29,24 @@ from .world import NcclWorld
 
 _DEVICE_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _GEMM16 = ("float16", "bfloat16")
+_KERNEL_DEVICES: dict[int, bool] = {}
+
+
+def kernels_fit_device(cp: Any) -> bool:
+    """Whether CuPy's current device runs the prebuilt kernels (``trtdsl.kernels``: sm_90
+    cubins, so compute capability 9.0, e.g. H100/H200); asked once per device. Elsewhere the
+    op references run (``CupyContext.use_kernels`` starts False).
+
+    >>> kernels_fit_device(cupy)                                    # doctest: +SKIP
+    True
+    """
+    dev = cp.cuda.Device()
+    fits = _KERNEL_DEVICES.get(int(dev.id))
+    if fits is None:
+        from ...kernels.compile import ARCH
+
+        fits = _KERNEL_DEVICES[int(dev.id)] = str(dev.compute_capability) == str(ARCH)
+    return fits
 
 
 class CupyContext(RunContext):
@@ -37,8 +55,9 @@ class CupyContext(RunContext):
     def __init__(self, network: Any, feeds: Mapping[str, Any], world: Any) -> None:
         super().__init__(network, feeds, world)
         self.xp = _cupy()
-        #: run fused kernels (trtdsl.kernels) where they apply; False: op references only
-        self.use_kernels = True
+        #: run fused kernels (trtdsl.kernels, and 16-bit GEMMs through cuBLAS) where they
+        #: apply: on devices the sm_90 kernels fit; False: op references only
+        self.use_kernels = kernels_fit_device(self.xp)
         #: a CapturableGemm (sessions with cuda_graph=True): matrix products through cuBLAS
         #: on the session's stream, which a CUDA graph can capture (CuPy's matmul cannot)
         self.gemm: Any = None
