@@ -175,7 +175,7 @@ class Check(GpuCheck):
         stream.synchronize()
         want_o, want_lse = reference(*host, 0.125, True, 5, 0)
         ok, msg = self.compare("ref", "bfloat16", o, lse, want_o, want_lse, True)
-        pinned = any(getattr(e, "pinned", False) for e in CA._graphs.values())
+        pinned = any(getattr(e, "pinned", False) for e in CA.graphs().values())
         self.record(ok and pinned, f"CUDA graph capture + replay on new inputs: {msg} "
                     f"pinned={pinned}")  # fmt: skip
 

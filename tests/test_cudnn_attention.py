@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 import types
 import warnings
 from contextlib import nullcontext
@@ -428,7 +429,12 @@ def test_cache_is_bounded_and_keeps_captured_graphs(monkeypatch, fake):
     call(q, k, v, scale=5.0)
     assert len(fake.lib.graphs) == 5
     call(q, k, v, scale=2.0)  # evicted: rebuilt
-    assert len(fake.lib.graphs) == 6 and len(CA._graphs) == 3
+    assert len(fake.lib.graphs) == 6 and len(CA.graphs()) == 3
+    for s in (6.0, 7.0, 8.0):
+        call(q, k, v, scale=s)
+    kept = [e.graph for e in CA.graphs().values()]
+    assert len(kept) == 3 and fake.lib.graphs[0] in kept  # the pinned graph is never evicted
+    assert fake.lib.graphs[0] is next(iter(CA.graphs().values())).graph  # though least recent
 
 
 def test_streams_and_workspaces(fake):
@@ -452,6 +458,92 @@ def test_streams_and_workspaces(fake):
     with pytest.raises(CA.CudnnAttentionError, match="none is built while a stream is capturing"):
         call(q, k, v, scale=3.0)
     assert len(fake.lib.graphs) == 1
+
+
+def test_workspaces_per_graph_are_bounded_and_keep_captured_ones(fake):
+    fake.lib.workspace_size = 256
+    q, k, v = make(np.random.default_rng(15), (2,), 8, 8)
+    for ptr in (1, 2, 3):
+        fake.cp.stream = FakeStream(ptr)
+        call(q, k, v)
+    fake.cp.stream.capturing = True  # stream 3 runs it inside a capture
+    call(q, k, v)
+    for ptr in (4, 5, 6, 2):  # 5 drops 1, 6 drops 2 (not 3: captured), 2 comes back and drops 4
+        fake.cp.stream = FakeStream(ptr)
+        call(q, k, v)
+    (entry,) = CA.graphs().values()
+    assert list(entry.workspaces) == [3, 5, 6, 2] and entry.captured == {3}
+    assert len([a for a in fake.cp.allocs if a[1] == np.uint8]) == 7  # 1, 2, 3, 4, 5, 6, 2
+    assert len(fake.lib.graphs) == 1
+
+
+def threads_run(fake, fn, n=2):
+    """``fn(i)`` in ``n`` real threads at once, each with its own current stream of ptr 2
+    (CuPy's per-thread default stream has the same ptr in every thread); their results."""
+    per = threading.local()
+    fake.cp.cuda.get_current_stream = lambda: per.__dict__.setdefault("s", FakeStream(2))
+    out: list = [None] * n
+    both = threading.Barrier(n, timeout=30)
+
+    def body(i: int) -> None:
+        try:
+            out[i] = fn(i)
+        finally:
+            both.wait()  # every thread's cuDNN state is alive until all have run
+
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not any(t.is_alive() for t in ts) and None not in out
+    return out
+
+
+def test_threads_share_no_graph_handle_or_workspace(fake):
+    fake.lib.workspace_size = 512
+    rng = np.random.default_rng(16)
+    qkv = [make(rng, (2, 3), 12, 10) for _ in range(2)]
+
+    def run(i: int):
+        o, lse = call(*qkv[i], q_offset=3, k_offset=1)
+        (entry,) = CA.graphs().values()
+        return o, lse, entry, dict(entry.workspaces)
+
+    got = threads_run(fake, run)
+    for (o, lse, _, _), (q, k, v) in zip(got, qkv):
+        want_o, want_lse = ref(q, k, v, 0.25, True, 3, 1)
+        np.testing.assert_allclose(np.asarray(o, float), want_o, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+    (_, _, e0, w0), (_, _, e1, w1) = got
+    assert e0 is not e1 and e0.graph is not e1.graph and len(fake.lib.graphs) == 2
+    assert list(w0) == list(w1) == [2] and w0[2] is not w1[2]
+    ex = {(e[1], e[2], e[3]) for e in fake.lib.log if e[0] == "execute"}
+    want = {(e.graph, int(w[2].data.ptr)) for e, w in ((e0, w0), (e1, w1))}
+    assert {x[:2] for x in ex} == want and len(ex) == 2  # each thread: its graph and workspace
+    assert {x[2] for x in ex} == set(fake.lib.handles) and len(fake.lib.handles) == 2
+    assert len(CA.graphs()) == 0  # the main thread's cache saw none of it
+
+
+def test_a_captured_graph_outlives_its_thread(fake):
+    fake.lib.workspace_size = 128
+    q, k, v = make(np.random.default_rng(17), (2,), 8, 8)
+
+    def run(i: int):
+        call(q, k, v, scale=1.0 + i)
+        stream = fake.cp.cuda.get_current_stream()
+        stream.capturing = i == 0  # thread 0 captures, thread 1 does not
+        call(q, k, v, scale=1.0 + i)
+        (handle,) = CA._local.handles.values()
+        return next(iter(CA.graphs().values())), handle
+
+    (captured, handle), (plain, _) = threads_run(fake, run)
+    assert captured.captured == {2} and not plain.pinned
+    (kept,) = CA._captured  # kept after join, with the handle its plan was built with
+    assert kept == (captured, handle) and len(set(map(id, fake.lib.handles))) == 2
+    assert list(captured.workspaces) == [2]
+    CA.reset()
+    assert CA._captured == []
 
 
 def test_no_workspace_when_none_is_needed(fake):

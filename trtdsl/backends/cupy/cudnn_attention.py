@@ -9,11 +9,14 @@ diagonal band with right bound ``shift = q_offset - k_offset`` (:func:`right_bou
 ``shift < 0`` leaves row 0 without a key (ours: o = 0, lse = -inf; cuDNN: unspecified), so
 :func:`supported` refuses it and the Triton kernel runs.
 
-One graph per (device, dtype, shapes, strides, mask, return_lse, scale), built on first use
-with its workspace, kept in an LRU of :data:`CACHE_SIZE`; one handle per thread and device, set
-to CuPy's current stream at each call. Nothing is built or allocated while the stream is
-capturing (a CUDA-graph session's eager first call builds it), and a graph that ran inside a
-capture is never evicted (the captured launches use its plan and workspace).
+Per thread (nothing is shared between threads: cuDNN handles are per thread, and plans are
+not promised to be thread safe): one handle per device, set to CuPy's current stream at each
+call, and an LRU of :data:`CACHE_SIZE` graphs, one per (device, dtype, shapes, strides, mask,
+return_lse, scale), built on first use with one workspace per stream (at most
+:data:`STREAMS_PER_GRAPH`, least recent dropped first: CuPy's pool reuses freed memory in that
+stream's order). Nothing is built or allocated while the stream is capturing (a CUDA-graph
+session's eager first call builds it); a graph that ran inside a capture, and the workspace it
+used, are never dropped, even when their thread ends (the captured launches use them).
 
 >>> o, lse = attention(q, k, v, scale=0.125, causal=True, return_lse=True)   # doctest: +SKIP
 """
@@ -34,8 +37,10 @@ from . import device
 HEAD_DIMS: tuple[int, ...] = (64, 128)
 #: Our dtype name -> the ``cudnn.data_type`` member.
 DATA_TYPES: dict[str, str] = {"float16": "HALF", "bfloat16": "BFLOAT16"}
-#: Graphs kept per process (least recently used evicted first, never one a capture used).
+#: Graphs kept per thread (least recently used evicted first, never one a capture used).
 CACHE_SIZE = 64
+#: Workspaces kept per graph, one per stream (least recent dropped first, never a captured one).
+STREAMS_PER_GRAPH = 4
 _ALIGN = 16  # bytes: base pointers and every stride but the last
 
 
@@ -49,30 +54,55 @@ class CudnnBuildError(CudnnAttentionError):
 
 @dataclass
 class Entry:
-    """A built graph, its tensors (keys of the variant pack) and workspaces (one per stream)."""
+    """A built graph, its tensors (keys of the variant pack) and workspaces (one per stream,
+    least recent first); ``captured``: the streams it ran on inside a CUDA-graph capture."""
 
     graph: Any
     tensors: tuple[Any, ...]  # q, k, v, o, stats (None without LSE)
     workspace_size: int
-    workspaces: dict[int, Any] = field(default_factory=dict)
-    pinned: bool = False  # ran inside a CUDA-graph capture
+    workspaces: OrderedDict[int, Any] = field(default_factory=OrderedDict)
+    captured: set[int] = field(default_factory=set)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a capture used it (then it is never evicted)."""
+        return bool(self.captured)
 
     def workspace(self, cp: Any, stream: Any) -> int | None:
         """This stream's workspace pointer (allocated on first use; None when none is needed)."""
         if not self.workspace_size:
             return None
         ws = self.workspaces.get(stream.ptr)
-        if ws is None:
+        if ws is not None:
+            self.workspaces.move_to_end(stream.ptr)
+        else:
             if stream.is_capturing():
                 raise CudnnAttentionError("no cuDNN workspace for this stream while capturing")
             ws = self.workspaces[stream.ptr] = cp.empty((self.workspace_size,), dtype=cp.uint8)
+            free = [p for p in self.workspaces if p != stream.ptr and p not in self.captured]
+            for p in free[: max(len(self.workspaces) - STREAMS_PER_GRAPH, 0)]:
+                del self.workspaces[p]
         return int(ws.data.ptr)
 
 
-_lock = threading.RLock()
-_graphs: OrderedDict[tuple, Entry | str] = OrderedDict()  # a str: why no graph could be built
+class _ThreadState(threading.local):
+    """One thread's cuDNN handles (by device) and graph cache (key -> Entry, or a str: why
+    no graph could be built)."""
+
+    def __init__(self) -> None:
+        self.handles: dict[int, Any] = {}
+        self.graphs: OrderedDict[tuple, Entry | str] = OrderedDict()
+
+
+_lock = threading.Lock()  # guards _captured and changes to a set _module
 _module: dict[str, Any] = {}
-_handles = threading.local()
+_local = _ThreadState()
+_captured: list[tuple[Entry, Any]] = []  # (entry, handle) a capture used: kept past the thread
+
+
+def graphs() -> OrderedDict[tuple, Entry | str]:
+    """The calling thread's graph cache, least recently used first."""
+    return _local.graphs
 
 
 def cudnn_module() -> Any | None:
@@ -97,12 +127,13 @@ def import_error() -> str | None:
 
 
 def reset() -> None:
-    """Forget the module, this thread's handles and every cached graph (for tests)."""
-    global _handles
+    """Forget the module, the calling thread's handles and graphs, and the graphs kept for
+    captures (for tests: a CUDA graph captured with them must not run afterwards)."""
     with _lock:
         _module.clear()
-        _graphs.clear()
-        _handles = threading.local()
+        _captured.clear()
+    _local.handles.clear()
+    _local.graphs.clear()
 
 
 def right_bound(causal: bool, shift: int, seq_k: int) -> int | None:
@@ -201,7 +232,7 @@ def supported(
 
 def _handle(cudnn: Any, dev: int) -> Any:
     """This thread's cuDNN handle on device ``dev`` (cuDNN handles are per thread)."""
-    per = _handles.__dict__.setdefault("by_device", {})
+    per = _local.handles
     return per[dev] if dev in per else per.setdefault(dev, cudnn.create_handle())
 
 
@@ -238,11 +269,10 @@ def _build(cudnn: Any, handle: Any, key: tuple) -> Entry:
 
 
 def _entry(key: tuple, cudnn: Any, handle: Any, cp: Any, stream: Any) -> Entry:
-    """The cached graph of ``key``, built (with this stream's workspace) if missing."""
-    with _lock:
-        got = _graphs.get(key)
-        if got is not None:
-            _graphs.move_to_end(key)
+    """This thread's cached graph of ``key``, built (with this stream's workspace) if missing."""
+    got = _local.graphs.get(key)
+    if got is not None:
+        _local.graphs.move_to_end(key)
     if isinstance(got, str):
         raise CudnnBuildError(got)
     if got is not None:
@@ -264,12 +294,11 @@ def _entry(key: tuple, cudnn: Any, handle: Any, cp: Any, stream: Any) -> Entry:
 
 
 def _store(key: tuple, value: Entry | str) -> None:
-    with _lock:
-        _graphs[key] = value
-        over = len(_graphs) - CACHE_SIZE
-        old = [k for k, e in _graphs.items() if k != key and not getattr(e, "pinned", False)]
-        for k in old[: max(over, 0)]:
-            del _graphs[k]
+    cache = _local.graphs
+    cache[key] = value
+    old = [k for k, e in cache.items() if k != key and not getattr(e, "pinned", False)]
+    for k in old[: max(len(cache) - CACHE_SIZE, 0)]:
+        del cache[k]
 
 
 def attention(
@@ -297,9 +326,11 @@ def attention(
         try:
             handle = _handle(cudnn, dev)
         except Exception as e:  # e.g. no libcudnn to load: from now on cuDNN counts as missing
-            _module.pop("cudnn", None)
-            _module["error"] = f"cudnn.create_handle() failed: {type(e).__name__}: {e}"
-            raise CudnnBuildError(_module["error"]) from e
+            why = f"cudnn.create_handle() failed: {type(e).__name__}: {e}"
+            with _lock:
+                _module["error"] = why
+                _module.pop("cudnn", None)
+            raise CudnnBuildError(why) from e
         entry = _entry(key, cudnn, handle, cp, stream)
         ws = entry.workspace(cp, stream)
         o = cp.empty(qd, dtype=q.dtype)
@@ -307,8 +338,11 @@ def attention(
         bufs = (q, k, v, o, lse)  # the variant pack: declared tensor -> device pointer
         pack = {t: int(x.data.ptr) for t, x in zip(entry.tensors, bufs) if x is not None}
         cudnn.set_stream(handle=handle, stream=stream.ptr)
-        if stream.is_capturing():
-            entry.pinned = True
+        if stream.is_capturing() and stream.ptr not in entry.captured:
+            if not entry.captured:
+                with _lock:
+                    _captured.append((entry, handle))
+            entry.captured.add(stream.ptr)
         entry.graph.execute(pack, ws, handle=handle)
     lead = tuple(q.shape[:-2])
     o = o.reshape(lead + tuple(q.shape[-2:]))
@@ -316,6 +350,7 @@ def attention(
 
 
 __all__ = [
-    "CACHE_SIZE", "DATA_TYPES", "HEAD_DIMS", "CudnnAttentionError", "CudnnBuildError",
-    "as_4d", "attention", "cudnn_module", "import_error", "reset", "right_bound", "supported",
+    "CACHE_SIZE", "DATA_TYPES", "HEAD_DIMS", "STREAMS_PER_GRAPH", "CudnnAttentionError",
+    "CudnnBuildError", "as_4d", "attention", "cudnn_module", "graphs", "import_error", "reset",
+    "right_bound", "supported",
 ]  # fmt: skip
