@@ -641,6 +641,34 @@ def test_a_missing_cudnn_falls_back_to_triton(monkeypatch, fake, kernel_calls, e
     assert len(got) == warns and all("not importable" in str(w.message) for w in got)
 
 
+@pytest.mark.parametrize("engine,warns", [("cudnn", 1), ("auto", 0)])
+def test_ring_accumulating_path_warns_of_a_missing_cudnn(monkeypatch, fake, engine, warns):
+    """Ring's accumulating block attention asks only ``picks_cudnn`` (the Triton kernel then
+    runs as ``flash_attention_into``): the warning comes from there, once per process."""
+    monkeypatch.setitem(sys.modules, "cudnn", None)
+    CA.reset()
+    monkeypatch.setenv(AE.ENGINE_ENV, engine)
+    into: list = []
+    monkeypatch.setattr(kernels, "flash_attention_into", lambda *a, **kw: into.append(kw))
+    q, k, v = make(np.random.default_rng(18), (2,), 8, 8)
+    acc_o, acc_lse = np.zeros(q.shape, np.float32), np.zeros(q.shape[:-1], np.float32)
+    ops = ring.KernelBlockOps(fake.cp, None, True)
+    kw = dict(scale=0.5, causal=True, q_offset=3, k_offset=1)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        for first in (True, False, False):
+            ops.attend_into(acc_o, acc_lse, q, k, v, first=first, **kw)
+        assert not AE.picks_cudnn(q, k, v, **kw)
+        with monkeypatch.context() as mp:
+            mp.setattr(kernels, "flash_attention", lambda *a, **kw: ("triton-o", None))
+            assert run_engine(q, k, v)[0] == "triton-o"  # fused_attention: no second warning
+    assert len(into) == 3 and [c["first"] for c in into] == [True, False, False]
+    assert len(got) == warns
+    for w in got:
+        assert f"{AE.ENGINE_ENV}=cudnn" in str(w.message) and "not importable" in str(w.message)
+        assert w.category is RuntimeWarning and "ring.py" in w.filename  # the asking caller
+
+
 def test_a_build_failure_or_a_capture_falls_back_to_triton(monkeypatch, fake, kernel_calls):
     monkeypatch.setenv(AE.ENGINE_ENV, "cudnn")
     fake.lib.fail_at = "build_plans"

@@ -8,7 +8,8 @@ Both call sites go through :func:`fused_attention`: the attention op
 
 - ``triton`` (default, :data:`DEFAULT_ENGINE`): our kernel;
 - ``cudnn``: cuDNN where :func:`.cudnn_attention.supported` says it can run the call, our kernel
-  otherwise (one warning per process when the cuDNN frontend is missing);
+  otherwise (one warning per process when the cuDNN frontend is missing, from
+  :func:`fused_attention` or :func:`picks_cudnn`, whichever asks first);
 - ``auto``: the same, without that warning.
 
 A cuDNN graph that fails to build warns once and runs our kernel (never an error).
@@ -52,30 +53,34 @@ def engine() -> str:
     return name
 
 
-def _warn_once(message: str) -> None:
+def _warn_once(message: str, stacklevel: int = 3) -> None:
     if message not in _warned:
         _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
 
 def _cudnn_refusal(
     choice: str, q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int,
     k_offset: int,
 ) -> str | None:  # fmt: skip
-    """None when engine ``choice`` sends this call to cuDNN, else why not."""
+    """None when engine ``choice`` sends this call to cuDNN, else why not (warning once per
+    process where ``cudnn`` was asked for and the frontend is missing)."""
     if choice == "triton":
         return f"{ENGINE_ENV} picks triton"
-    return cudnn_attention.supported(
+    why = cudnn_attention.supported(
         q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset, scale=scale
     )
+    if why is not None and choice == "cudnn" and why == cudnn_attention.import_error():
+        _warn_once(f"{ENGINE_ENV}=cudnn: {why}; the Triton kernel runs instead", stacklevel=4)
+    return why
 
 
 def picks_cudnn(
     q: Any, k: Any, v: Any, *, scale: float, causal: bool, q_offset: int, k_offset: int
 ) -> bool:
     """Whether :func:`fused_attention` sends this call to cuDNN (a graph that then fails to
-    build still falls back to the Triton kernel), for callers that run the kernel their own
-    way otherwise (Ring's accumulating block attention)."""
+    build or run still falls back to the Triton kernel), for callers that run the kernel their
+    own way otherwise (Ring's accumulating block attention); warns as it does."""
     kw = dict(scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
     return _cudnn_refusal(engine(), q, k, v, **kw) is None
 
@@ -97,8 +102,6 @@ def fused_attention(
             _warn_once(f"{e}; the Triton kernel runs instead")
         except cudnn_attention.CudnnAttentionError:
             pass  # e.g. no graph yet while capturing: ours runs
-    elif choice == "cudnn" and why == cudnn_attention.import_error():
-        _warn_once(f"{ENGINE_ENV}=cudnn: {why}; the Triton kernel runs instead")
     from ...kernels import attention as kernels  # looked up per call: tests patch it
 
     return kernels.flash_attention(q, k, v, return_lse=return_lse, **kw)
