@@ -117,6 +117,8 @@ class FakeGraph:
     def execute(self, pack, workspace, handle):
         assert self.steps == BUILD_STEPS and handle in self.lib.handles
         self.lib.log.append(("execute", self, workspace, handle))
+        if self.lib.fail_at == "execute":
+            raise NotSupported("CUDNN_STATUS_EXECUTION_FAILED")
         q, k, v = (memory(pack[self.inputs[n]], self.inputs[n]).astype(float) for n in "qkv")
         s = self.sdpa_kw["attn_scale"] * np.einsum("bhid,bhjd->bhij", q, k)
         if "diagonal_band_right_bound" in self.sdpa_kw:
@@ -685,6 +687,35 @@ def test_a_build_failure_or_a_capture_falls_back_to_triton(monkeypatch, fake, ke
         warnings.simplefilter("error")
         assert run_engine(q, k, v, scale=0.25) == ("triton-o", "triton-lse")
     assert len(fake.lib.graphs) == 1 and len(kernel_calls) == 3
+
+
+def test_a_graph_that_fails_to_run_is_an_error_naming_the_call(fake):
+    fake.lib.fail_at = "execute"
+    q, k, v = make(np.random.default_rng(19), (2, 3), 8, 6, dtype="bfloat16")
+    for _ in range(2):  # the graph is kept: run again (no rebuild), failing again
+        with pytest.raises(CA.CudnnRunError) as e:
+            call(q, k, v, q_offset=2)
+        assert isinstance(e.value, CA.CudnnAttentionError) and isinstance(e.value, ExecutionError)
+        assert isinstance(e.value.__cause__, NotSupported)
+        words = ["failed to run", "(2, 3, 8, 64)", "(2, 3, 6, 64)", "bfloat16",
+                 "band right bound 2", "NotSupported: CUDNN_STATUS_EXECUTION_FAILED"]  # fmt: skip
+        assert all(w in str(e.value) for w in words), str(e.value)
+    assert len(fake.lib.graphs) == 1 and len(fake.lib.log) == 4  # set_stream, execute: twice
+
+
+def test_a_run_failure_falls_back_to_triton_warning_once(monkeypatch, fake, kernel_calls):
+    monkeypatch.setenv(AE.ENGINE_ENV, "auto")
+    fake.lib.fail_at = "execute"
+    q, k, v = make(np.random.default_rng(20), (2,), 8, 8)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert run_engine(q, k, v) == ("triton-o", "triton-lse")
+    (w,) = got
+    assert "failed to run" in str(w.message) and "Triton kernel runs instead" in str(w.message)
+    assert w.filename == __file__  # points at the caller of fused_attention
+    assert len(kernel_calls) == 2 and len(fake.lib.graphs) == 1
+    assert [e[0] for e in fake.lib.log].count("execute") == 2
 
 
 def test_both_call_sites_use_the_switch(monkeypatch, fake, kernel_calls):

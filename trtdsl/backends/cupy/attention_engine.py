@@ -12,7 +12,7 @@ Both call sites go through :func:`fused_attention`: the attention op
   :func:`fused_attention` or :func:`picks_cudnn`, whichever asks first);
 - ``auto``: the same, without that warning.
 
-A cuDNN graph that fails to build warns once and runs our kernel (never an error).
+A cuDNN graph that fails to build or to run warns once and runs our kernel (never an error).
 
     >>> os.environ[ENGINE_ENV] = "cudnn"                                    # doctest: +SKIP
     >>> o, lse = fused_attention(q, k, v, scale=0.125, causal=True, q_offset=0, k_offset=0,
@@ -98,7 +98,7 @@ def fused_attention(
     if why is None:
         try:
             return cudnn_attention.attention(q, k, v, return_lse=return_lse, checked=True, **kw)
-        except cudnn_attention.CudnnBuildError as e:
+        except (cudnn_attention.CudnnBuildError, cudnn_attention.CudnnRunError) as e:
             _warn_once(f"{e}; the Triton kernel runs instead")
         except cudnn_attention.CudnnAttentionError:
             pass  # e.g. no graph yet while capturing: ours runs

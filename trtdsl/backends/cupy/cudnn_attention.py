@@ -52,6 +52,10 @@ class CudnnBuildError(CudnnAttentionError):
     """cuDNN could not build a graph for this call (cached: the key is not tried again)."""
 
 
+class CudnnRunError(CudnnAttentionError):
+    """A built graph failed to run (its error wrapped, with the call's shapes and dtype)."""
+
+
 @dataclass
 class Entry:
     """A built graph, its tensors (keys of the variant pack) and workspaces (one per stream,
@@ -309,7 +313,8 @@ def attention(
     """softmax(scale q k^T, masked) v through cuDNN on CuPy's current stream: ``(o, lse or
     None)`` as ``flash_attention``. CudnnAttentionError where :func:`supported` refuses
     (not asked again with ``checked``: the caller just did), CudnnBuildError where no graph
-    can be built (remembered: that key is not tried again)."""
+    can be built (remembered: that key is not tried again), CudnnRunError where it fails to
+    run."""
     if not checked:
         why = supported(q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset,
                         scale=scale, as_dtype=as_dtype)  # fmt: skip
@@ -343,7 +348,14 @@ def attention(
                 with _lock:
                     _captured.append((entry, handle))
             entry.captured.add(stream.ptr)
-        entry.graph.execute(pack, ws, handle=handle)
+        try:
+            entry.graph.execute(pack, ws, handle=handle)
+        except Exception as e:  # cudnnGraphExecutionError, a CUDA error, ...
+            mask = "none" if bound is None else f"band right bound {bound}"
+            raise CudnnRunError(
+                f"cuDNN attention failed to run: q {tuple(q.shape)}, k/v {tuple(k.shape)} {dt}, "
+                f"mask {mask}, lse {bool(return_lse)}: {type(e).__name__}: {e}"
+            ) from e
     lead = tuple(q.shape[:-2])
     o = o.reshape(lead + tuple(q.shape[-2:]))
     return o, (lse.reshape(lead + (q.shape[-2],)) if lse is not None else None)
@@ -351,6 +363,6 @@ def attention(
 
 __all__ = [
     "CACHE_SIZE", "DATA_TYPES", "HEAD_DIMS", "STREAMS_PER_GRAPH", "CudnnAttentionError",
-    "CudnnBuildError", "as_4d", "attention", "cudnn_module", "graphs", "import_error", "reset",
-    "right_bound", "supported",
+    "CudnnBuildError", "CudnnRunError", "as_4d", "attention", "cudnn_module", "graphs",
+    "import_error", "reset", "right_bound", "supported",
 ]  # fmt: skip
