@@ -472,3 +472,33 @@ def test_activations_saturate_without_nan():
     assert out["silu"][-1] == np.float16(60000) and out["silu"][0] == 0
     assert np.isinf(out["exp"][-1]) and out["exp"][0] == 0
     assert not np.isnan(out["sig"]).any() and not np.isnan(out["silu"]).any()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["add", "sub", "mul", "min", "max"])
+def test_16_bit_arithmetic_is_float32_rounded_once(kind, dtype):
+    """fp16/bf16 add, sub, mul, min, max equal the float32 result rounded to the 16-bit type
+    (TensorRT's kernels compute 16-bit elementwise ops in float32), bit for bit, over a wide
+    exponent range with broadcasting, inf and NaN; the backend computes them on the 16-bit
+    arrays directly."""
+    rng = np.random.default_rng(7)
+    npdt = np_dtype(dtype)
+    span = 14 if dtype == "float16" else 100  # from subnormals to overflow, per type
+    a32 = rng.standard_normal((3, 40, 17)) * np.exp2(rng.uniform(-span, span, (3, 40, 17)))
+    b32 = rng.standard_normal((3, 1, 17)) * np.exp2(rng.uniform(-span, span, (3, 1, 17)))
+    a32[0, 0, :3], b32[1, 0, :3] = [np.inf, -np.inf, np.nan], [np.nan, np.inf, -0.0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        a, b = a32.astype(npdt), b32.astype(npdt)
+        net = td.Network("ew16")
+        x, y = net.input("a", a.shape, dtype), net.input("b", b.shape, dtype)
+        call = {"add": lambda p, q: p + q, "sub": lambda p, q: p - q, "mul": lambda p, q: p * q,
+                "min": F.minimum, "max": F.maximum}[kind]  # fmt: skip
+        net.output(call(x, y), "out")
+        got = run(net, a=a, b=b)["out"]
+        op = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "min": np.minimum,
+              "max": np.maximum}[kind]  # fmt: skip
+        want = op(a.astype(np.float32), b.astype(np.float32)).astype(npdt)
+    assert got.dtype == npdt
+    np.testing.assert_array_equal(f64(got), f64(want))  # NaN where NaN, bit-equal elsewhere
+    num = ~np.isnan(f64(want))
+    assert np.array_equal(np.signbit(f64(got))[num], np.signbit(f64(want))[num])  # -0.0 kept

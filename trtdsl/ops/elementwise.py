@@ -59,6 +59,12 @@ _BINARY: dict[str, tuple[Any, frozenset[str], bool]] = {
 }
 
 BINARY_OPS: tuple[str, ...] = tuple(_BINARY)
+#: Kinds whose 16-bit result is the same computed directly on fp16/bf16 arrays as through the
+#: float32 upcast: NumPy, ml_dtypes and CuPy compute each 16-bit element in float32 and round
+#: once, and a sum, difference or product of two 16-bit floats, a min/max or a comparison loses
+#: nothing in float32 before that rounding. One pass instead of up to five (two upcasts, the
+#: op, the downcast and their float32 temporaries).
+_SAME_IN_16BIT = frozenset({"add", "sub", "mul", "min", "max", "equal", "less", "greater"})
 
 
 class ElementWise(OpDef):
@@ -83,11 +89,15 @@ class ElementWise(OpDef):
         return [TensorType(shape, dtypes.bool_ if to_bool else a.dtype)]
 
     def reference(self, layer: Layer, inputs: list[Any], ctx: RunContext) -> list[Any]:
-        fn, _, to_bool = _BINARY[layer.attrs["kind"]]
+        kind = layer.attrs["kind"]
+        fn, _, to_bool = _BINARY[kind]
         dt = layer.input_types[0].dtype
-        a, b = (_compute(ctx, x, dt) for x in inputs)
+        if dt.name in ("float16", "bfloat16") and kind in _SAME_IN_16BIT:
+            a, b = inputs
+        else:
+            a, b = (_compute(ctx, x, dt) for x in inputs)
         out = fn(ctx.xp, a, b, dt.kind == "int")
-        return [out if to_bool else out.astype(dt.numpy)]
+        return [out if to_bool else out.astype(dt.numpy, copy=False)]
 
     def lower(self, layer: Layer, inputs: list[Any], b: LoweringContext) -> list[Any]:
         rank = len(layer.outputs[0].type.shape)
