@@ -479,8 +479,8 @@ def test_activations_saturate_without_nan():
 def test_16_bit_arithmetic_is_float32_rounded_once(kind, dtype):
     """fp16/bf16 add, sub, mul, min, max equal the float32 result rounded to the 16-bit type
     (TensorRT's kernels compute 16-bit elementwise ops in float32), bit for bit, over a wide
-    exponent range with broadcasting, inf and NaN; the backend computes them on the 16-bit
-    arrays directly."""
+    exponent range with broadcasting, inf and NaN (these fp16 kinds and bf16 min/max run on the
+    16-bit arrays directly, bf16 arithmetic through the float32 upcast: ``SAME_IN_16BIT``)."""
     rng = np.random.default_rng(7)
     npdt = np_dtype(dtype)
     span = 14 if dtype == "float16" else 100  # from subnormals to overflow, per type

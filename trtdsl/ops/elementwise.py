@@ -59,12 +59,16 @@ _BINARY: dict[str, tuple[Any, frozenset[str], bool]] = {
 }
 
 BINARY_OPS: tuple[str, ...] = tuple(_BINARY)
-#: Kinds whose 16-bit result is the same computed directly on fp16/bf16 arrays as through the
-#: float32 upcast: NumPy, ml_dtypes and CuPy compute each 16-bit element in float32 and round
-#: once, and a sum, difference or product of two 16-bit floats, a min/max or a comparison loses
-#: nothing in float32 before that rounding. One pass instead of up to five (two upcasts, the
-#: op, the downcast and their float32 temporaries).
-_SAME_IN_16BIT = frozenset({"add", "sub", "mul", "min", "max", "equal", "less", "greater"})
+#: Per 16-bit dtype, the kinds whose result is the same computed directly on the 16-bit arrays
+#: as through the float32 upcast, in one pass instead of up to five (two upcasts, the op, the
+#: downcast and their float32 temporaries). fp16: NumPy and CuPy compute each element in
+#: float32 and round once (gpu/check_elementwise16.py checks CuPy bit for bit). bf16: only the
+#: selections and comparisons (no rounding at all); CuPy's bf16 multiply gives other bits than
+#: float32-then-round (docs/gpu-runs.md, 2026-11-28), so bf16 arithmetic keeps the upcast.
+SAME_IN_16BIT: dict[str, frozenset[str]] = {
+    "float16": frozenset({"add", "sub", "mul", "min", "max", "equal", "less", "greater"}),
+    "bfloat16": frozenset({"min", "max", "equal", "less", "greater"}),
+}
 
 
 class ElementWise(OpDef):
@@ -92,7 +96,7 @@ class ElementWise(OpDef):
         kind = layer.attrs["kind"]
         fn, _, to_bool = _BINARY[kind]
         dt = layer.input_types[0].dtype
-        if dt.name in ("float16", "bfloat16") and kind in _SAME_IN_16BIT:
+        if kind in SAME_IN_16BIT.get(dt.name, ()):
             a, b = inputs
         else:
             a, b = (_compute(ctx, x, dt) for x in inputs)
