@@ -49,44 +49,37 @@ def rank_work(cp, h: int, s: int, n: int, d: int, scale: float, cudnn: bool) -> 
     lse_acc = cp.empty((h, s), cp.float32)
     A = K.attention
 
-    def one_call():
-        A.flash_attention(q, k, v, scale=scale)
+    def blocks_then_merge(attend, cast: bool):
+        """Each block through ``attend(kb, vb) -> (o, lse)``, folded by the merge kernel (o
+        cast to float32 first with ``cast``, else merged as it is: 16-bit into float32)."""
 
-    def cast_merge():
-        for i, (kb, vb) in enumerate(blocks):
-            o, lse = A.flash_attention(q, kb, vb, scale=scale, return_lse=True)
-            if i == 0:
-                o_acc[...] = o
-                lse_acc[...] = lse
-            else:
-                A.merge_attention(o_acc, lse_acc, o.astype(cp.float32), lse)
+        def run():
+            for i, (kb, vb) in enumerate(blocks):
+                o, lse = attend(kb, vb)
+                if i == 0:
+                    o_acc[...] = o
+                    lse_acc[...] = lse
+                else:
+                    A.merge_attention(o_acc, lse_acc, o.astype(cp.float32) if cast else o, lse)
+
+        return run
 
     def in_kernel():
         for i, (kb, vb) in enumerate(blocks):
             A.flash_attention_into(q, kb, vb, o_acc, lse_acc, scale=scale, first=i == 0)
 
+    ours = lambda kb, vb: A.flash_attention(q, kb, vb, scale=scale, return_lse=True)  # noqa: E731
     work = {
-        "one call": one_call,
-        "blocks, cast + merge": cast_merge,
+        "one call": lambda: A.flash_attention(q, k, v, scale=scale),
+        "blocks, cast + merge": blocks_then_merge(ours, cast=True),
         "blocks, in-kernel": in_kernel,
     }
     if cudnn:
         from trtdsl.backends.cupy import cudnn_attention as CA
 
-        def cudnn_one():
-            CA.attention(q, k, v, scale=scale)
-
-        def cudnn_blocks():
-            for i, (kb, vb) in enumerate(blocks):
-                o, lse = CA.attention(q, kb, vb, scale=scale, return_lse=True)
-                if i == 0:
-                    o_acc[...] = o
-                    lse_acc[...] = lse
-                else:
-                    A.merge_attention(o_acc, lse_acc, o, lse)  # bf16 o into float32
-
-        work["cuDNN one call"] = cudnn_one
-        work["cuDNN blocks + merge"] = cudnn_blocks
+        theirs = lambda kb, vb: CA.attention(q, kb, vb, scale=scale, return_lse=True)  # noqa: E731
+        work["cuDNN one call"] = lambda: CA.attention(q, k, v, scale=scale)
+        work["cuDNN blocks + merge"] = blocks_then_merge(theirs, cast=False)
     return work
 
 
