@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from check_support import GpuCheck as Ctx  # gpu/check_support.py (this folder)
+from check_support import check_args
 
 os.environ["TRTDSL_ACTIVATION_KERNEL"] = "1"  # the op checks below run the kernel
 
@@ -214,12 +215,8 @@ OP_CASES = (  # kind, dtype, shape, strided feed
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="no [2, 4096, 4608] or 1000003 sizes")
-    ap.add_argument("--seed", type=int, default=None)
-    args = ap.parse_args()
-    seed = args.seed if args.seed is not None else int(time.time())
+    args, seed, rng = check_args(ap, "no [2, 4096, 4608] or 1000003 sizes")
     print(f"seed {seed}", flush=True)
-    rng = np.random.default_rng(seed)
     ctx = Ctx()
     print(f"cupy {ctx.cp.__version__}, native bfloat16: {ctx.native_bf16}", flush=True)
     t0 = time.time()

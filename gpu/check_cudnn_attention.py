@@ -34,7 +34,7 @@ import numpy as np
 import trtdsl.kernels as K  # gpu/run_all.sh links kernels/ there
 import trtdsl.kernels.attention as KA  # the module the engine switch calls the kernel from
 import trtdsl.kernels.reference as R
-from check_support import GpuCheck  # gpu/check_support.py (this folder)
+from check_support import GpuCheck, check_args  # gpu/check_support.py (this folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # timing.py
@@ -274,11 +274,9 @@ def cases(quick: bool) -> list[tuple]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--no-bench", action="store_true", help="skip the timing lines")
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=None)
-    args = ap.parse_args()
+    args, seed, rng = check_args(ap, "fewer shapes")
     try:
         import cudnn
 
@@ -287,8 +285,6 @@ def main() -> int:
         print(f"CUDNN CHECK: cannot import cudnn ({type(e).__name__}: {e}); install "
               "nvidia-cudnn-frontend (gpu/run_all.sh puts .whl/*.whl in /tmp/site)")  # fmt: skip
         return 2
-    seed = args.seed if args.seed is not None else int(time.time())
-    rng = np.random.default_rng(seed)
     ctx = Check(cudnn)
     fe = getattr(cudnn, "__version__", "?")
     print(f"seed {seed}; cudnn frontend {fe}, backend {backend}; "

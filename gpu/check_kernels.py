@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from check_accum import check_accumulate  # gpu/check_accum.py (this folder)
-from check_support import GpuCheck  # gpu/check_support.py (this folder)
+from check_support import GpuCheck, check_args  # gpu/check_support.py (this folder)
 
 try:
     import trtdsl.kernels as K
@@ -303,14 +303,10 @@ def check_tma(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer shapes")
-    ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--no-tma", action="store_true", help="skip the TMA kernel's cases")
     ap.add_argument("--no-accum", action="store_true", help="skip flash_attention_into's cases")
-    args = ap.parse_args()
-    seed = args.seed if args.seed is not None else int(time.time())
+    args, seed, rng = check_args(ap, "fewer shapes")
     print(f"seed {seed}", flush=True)
-    rng = np.random.default_rng(seed)
     ctx = Ctx()
     print(f"cupy native bfloat16: {ctx.native_bf16}", flush=True)
     t0 = time.time()

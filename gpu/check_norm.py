@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from check_support import GpuCheck as Ctx  # gpu/check_support.py (this folder)
+from check_support import check_args
 
 try:
     import trtdsl.kernels as K
@@ -123,12 +124,8 @@ OP_CASES = (  # dtype, kind, x shape, shift/scale shape
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer D values and forms")
-    ap.add_argument("--seed", type=int, default=None)
-    args = ap.parse_args()
-    seed = args.seed if args.seed is not None else int(time.time())
+    args, seed, rng = check_args(ap, "fewer D values and forms")
     print(f"seed {seed}", flush=True)
-    rng = np.random.default_rng(seed)
     ctx = Ctx()
     print(f"cupy {ctx.cp.__version__}, native bfloat16: {ctx.native_bf16}", flush=True)
     t0 = time.time()

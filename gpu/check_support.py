@@ -1,13 +1,28 @@
 """What the GPU kernel checks share (``gpu/check_kernels.py``, ``check_norm.py``,
-``check_activation.py``; imported from the script's folder): CuPy, bf16 on the device (native,
-or uint16 bits read through the kernels' ``as_dtype`` where CuPy lacks bfloat16), poisoned
-blocks that show whether a kernel wrote its whole output, and the PASS/FAIL tally."""
+``check_activation.py``, ``check_cudnn_attention.py``; imported from the script's folder):
+their ``--quick``/``--seed`` arguments, CuPy, bf16 on the device (native, or uint16 bits read
+through the kernels' ``as_dtype`` where CuPy lacks bfloat16), poisoned blocks that show whether
+a kernel wrote its whole output, and the PASS/FAIL tally."""
 
 from __future__ import annotations
 
+import argparse
+import time
 from typing import Any
 
 import numpy as np
+
+
+def check_args(
+    ap: argparse.ArgumentParser, quick_help: str
+) -> tuple[argparse.Namespace, int, np.random.Generator]:
+    """Adds ``--quick`` and ``--seed`` to a check's parser, parses it and returns (args, the
+    seed: ``--seed`` or the clock, a Generator from it); the caller prints the seed."""
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else int(time.time())
+    return args, seed, np.random.default_rng(seed)
 
 
 class GpuCheck:
