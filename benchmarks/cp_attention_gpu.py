@@ -5,14 +5,17 @@ One process per GPU (cupy backend, collectives through NCCL)::
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py [--seqs 8192,16384,32768,65536]
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py --quick   # a few shapes, bf16
     mpirun -np 2 python3 benchmarks/cp_attention_gpu.py --engine cudnn  # cuDNN per block
+    mpirun -np 2 python3 benchmarks/cp_attention_gpu.py --engine triton,cudnn  # both, one table
 
 For each total sequence length S, dtype and mask, every rank draws the same full q, k, v
 (``[heads, S, head_dim]``). Rows of the table:
 
 - ``cuDNN 1 GPU``: torch's SDPA with the cuDNN backend over the whole sequence on one GPU (each
   rank runs it on its own GPU; the yardstick, torch is imported only here);
-- ``ours 1 GPU``: the DSL attention op (the Triton kernel of ``kernels/``, or cuDNN's with
-  ``--engine cudnn``: ``TRTDSL_ATTENTION_ENGINE``) over the whole sequence, no world;
+- ``ours 1 GPU``: the DSL attention op over the whole sequence, no world, with the single-GPU
+  attention of each ``--engine`` (``triton``: the kernel of ``kernels/``; ``cudnn``: cuDNN's
+  fused SDPA through the frontend; set as ``TRTDSL_ATTENTION_ENGINE`` while its sessions are
+  made and run), one group of rows per engine;
 - each strategy (allgather_kv, ring, ulysses) with the sequence split over the N ranks, in the
   ``--layouts`` given (``zigzag`` balances causal work: rank r holds chunks r and 2N-1-r).
   The ring row is the real ring: the cupy session runs RingAttention's ``ring_attention``
@@ -41,6 +44,22 @@ import numpy as np
 
 import trtdsl as td
 from trtdsl import parallel as P
+
+ENGINE_ENV = "TRTDSL_ATTENTION_ENGINE"
+ENGINES = ("triton", "cudnn")
+
+
+def engine_list(text: str) -> list[str]:
+    """``--engine``'s comma-separated engines, each one of :data:`ENGINES`.
+
+    >>> engine_list("triton,cudnn")
+    ['triton', 'cudnn']
+    """
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        raise argparse.ArgumentTypeError(f"engines must be among {', '.join(ENGINES)}: {text!r}")
+    return engines
 
 
 def flops(seq: int, heads: int, d: int, causal: bool) -> float:
@@ -132,14 +151,14 @@ def main() -> int:
     ap.add_argument("--no-graph", action="store_true", help="run eagerly, not as CUDA graphs")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument(
-        "--engine", choices=("triton", "cudnn"), default="triton",
-        help="single-GPU attention inside our rows (sets TRTDSL_ATTENTION_ENGINE)",
+        "--engine", default="triton", type=engine_list,
+        help="single-GPU attention inside our rows, comma-separated: triton, cudnn "
+        "(sets TRTDSL_ATTENTION_ENGINE for each engine's rows)",
     )  # fmt: skip
     ap.add_argument(
         "--quick", action="store_true", help="a short run: S 16384 and 32768, bfloat16, repeat 3"
     )
     args = ap.parse_args()
-    os.environ["TRTDSL_ATTENTION_ENGINE"] = args.engine  # read by the cupy backend per call
     if args.quick:
         args.seqs, args.dtypes, args.repeat = "16384,32768", "bfloat16", min(args.repeat, 3)
     b = Bench(args.cpu, args.repeat, graph=not args.no_graph)
@@ -150,8 +169,42 @@ def main() -> int:
 
     def add(seq: int, dtype: str, causal: bool, what: str, layout: str, t: float, **kw: Any):
         tflops = flops(seq, h, dh, causal) / t / 1e12
+        kw.setdefault("engine", os.environ.get(ENGINE_ENV, "-"))
         rows.append(dict(seq=seq, dtype=dtype, causal=causal, what=what, layout=layout,
                          ms=t * 1e3, tflops=tflops, **kw))  # fmt: skip
+
+    def ours(seq: int, dtype: str, causal: bool, full: list[Any], ref: Any, t_ref: float) -> None:
+        """The rows of one engine: our attention on one GPU, then each strategy and layout."""
+        net = td.Network("attn_1gpu")
+        ins = [net.input(nm, (h, seq, dh), dtype) for nm in "qkv"]
+        net.output(P.scaled_dot_product_attention(*ins, causal=causal), "o")
+        t1, got = b.time(b.run_net(net, dict(zip("qkv", full))))
+        add(seq, dtype, causal, "ours 1 GPU", "-", t1, speedup=t_ref / t1,
+            err=relative_error(xp, got, ref))  # fmt: skip
+        del got
+        for layout in args.layouts.split(","):
+            if layout == "zigzag" and not causal:
+                continue  # the same work per rank either way
+            local = {
+                nm: P.shard_sequence(a, rank, n, axis=1, layout=layout)
+                for nm, a in zip("qkv", full)
+            }
+            want = P.shard_sequence(ref, rank, n, axis=1, layout=layout)
+            for strategy in args.strategies.split(","):
+                if strategy == "ulysses" and h % n:
+                    continue
+                net = td.Network(f"cp_{strategy}", world=b.world)
+                ins = [net.input(nm, (h, seq // n, dh), dtype) for nm in "qkv"]
+                out = P.cp_attention(*ins, strategy=strategy, causal=causal, layout=layout)
+                net.output(out, "o")
+                t, got = b.time(b.run_net(net, local))
+                err = max(b.world.comm.allgather(relative_error(xp, got, want)))
+                what = f"{strategy} x{n}"
+                if strategy == "ring" and not args.cpu and not b.fused():
+                    what += " (broadcasts)"
+                add(seq, dtype, causal, what, layout, t, speedup=t_ref / t, err=err)
+                del got
+        b.close()
 
     for seq in (int(s) for s in args.seqs.split(",")):
         for dtype in args.dtypes.split(","):
@@ -167,61 +220,35 @@ def main() -> int:
                     ins = [net.input(nm, (h, seq, dh), dtype) for nm in "qkv"]
                     net.output(P.scaled_dot_product_attention(*ins, causal=causal), "o")
                     t_ref, ref = b.time(b.run_net(net, dict(zip("qkv", full))))
+                    b.close()
                 else:
                     t_ref, ref = b.time(cudnn_attention(full, causal, scale))
                     ref = xp.from_dlpack(ref)
-                add(seq, dtype, causal, "cuDNN 1 GPU" if not args.cpu else "numpy 1 rank", "-",
-                    t_ref, speedup=1.0, err=0.0)  # fmt: skip
-                net = td.Network("attn_1gpu")
-                ins = [net.input(nm, (h, seq, dh), dtype) for nm in "qkv"]
-                net.output(P.scaled_dot_product_attention(*ins, causal=causal), "o")
-                t1, got = b.time(b.run_net(net, dict(zip("qkv", full))))
-                add(seq, dtype, causal, "ours 1 GPU", "-", t1, speedup=t_ref / t1,
-                    err=relative_error(xp, got, ref))  # fmt: skip
-                del got
-                for layout in args.layouts.split(","):
-                    if layout == "zigzag" and not causal:
-                        continue  # the same work per rank either way
-                    local = {
-                        nm: P.shard_sequence(a, rank, n, axis=1, layout=layout)
-                        for nm, a in zip("qkv", full)
-                    }
-                    want = P.shard_sequence(ref, rank, n, axis=1, layout=layout)
-                    for strategy in args.strategies.split(","):
-                        if strategy == "ulysses" and h % n:
-                            continue
-                        net = td.Network(f"cp_{strategy}", world=b.world)
-                        ins = [net.input(nm, (h, seq // n, dh), dtype) for nm in "qkv"]
-                        out = P.cp_attention(*ins, strategy=strategy, causal=causal, layout=layout)
-                        net.output(out, "o")
-                        t, got = b.time(b.run_net(net, local))
-                        err = max(b.world.comm.allgather(relative_error(xp, got, want)))
-                        what = f"{strategy} x{n}"
-                        if strategy == "ring" and not args.cpu and not b.fused():
-                            what += " (broadcasts)"
-                        add(seq, dtype, causal, what, layout, t, speedup=t_ref / t, err=err)
-                        del got
-                    del local, want
+                what, by = ("numpy 1 rank", "-") if args.cpu else ("cuDNN 1 GPU", "torch")
+                add(seq, dtype, causal, what, "-", t_ref, speedup=1.0, err=0.0, engine=by)
+                for engine in args.engine:
+                    os.environ[ENGINE_ENV] = engine  # read by the cupy backend per call
+                    ours(seq, dtype, causal, full, ref, t_ref)
                 del ref
-                b.close()
                 if rank == 0:
                     print(f"done S={seq} {dtype} causal={causal}", flush=True)
+
     status = 0
     if rank == 0:
         lines = [
             f"CP attention, {h} heads x {dh} head_dim, {n} ranks, backend {b.backend}"
-            f"{' (CUDA graphs)' if b.graph else ''}, attention engine {args.engine}; "
-            f"median of {args.repeat} (slowest rank); "
+            f"{' (CUDA graphs)' if b.graph else ''}; median of {args.repeat} (slowest rank); "
+            "engine = the single-GPU attention inside the row; "
             "vs cuDNN = cuDNN 1-GPU time / time",
             "",
-            "| S | dtype | mask | what | layout | ms | TFLOP/s | vs cuDNN | rel err |",
-            "| ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
+            "| S | dtype | mask | what | layout | engine | ms | TFLOP/s | vs cuDNN | rel err |",
+            "| ---: | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
             lines.append(
                 f"| {r['seq']} | {r['dtype']} | {'causal' if r['causal'] else 'full'} | "
-                f"{r['what']} | {r['layout']} | {r['ms']:.2f} | {r['tflops']:.0f} | "
-                f"{r['speedup']:.2f}x | {r['err']:.1e} |"
+                f"{r['what']} | {r['layout']} | {r['engine']} | {r['ms']:.2f} | "
+                f"{r['tflops']:.0f} | {r['speedup']:.2f}x | {r['err']:.1e} |"
             )
         table = "\n".join(lines)
         print(table, flush=True)

@@ -7,7 +7,8 @@
 # then an OVERLAP line (ring vs its compute alone + its communication alone); the CP benchmark
 # --quick on 2 and 4 GPUs (BENCH_ARGS replaces --quick). Kernels: TRTDSL_KERNEL_CACHE may point
 # at a prebuilt cache. TRTDSL_ATTENTION_ENGINE (triton, the default, or cudnn) picks the block
-# attention for the checks (the benchmark takes --engine). NVLink multicast stays off.
+# attention for the checks (the benchmark takes --engine, e.g. BENCH_ARGS="... --engine
+# triton,cudnn" for both engines' rows in one table). NVLink multicast stays off.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 if ls .whl/*.whl >/dev/null 2>&1; then  # nccl4py from wheels carried in .whl/
