@@ -1,7 +1,8 @@
-"""Benchmark: our Triton flash-attention forward against torch SDPA (cuDNN and flash backends).
+"""Benchmark: our flash-attention forward against torch SDPA (cuDNN and flash backends).
 
 Part ``single`` (one GPU): batch 1, ``--heads`` heads, head_dim in ``--head-dims``, sequence
-lengths ``--seqs`` (Sq = Sk), full and causal, fp16 and bf16. Each time is the median of
+lengths ``--seqs`` (Sq = Sk), full and causal, fp16 and bf16. "ours" is the kernel
+``flash_attention`` picks (the "kernel" column: ws, tma or pointer). Each time is the median of
 ``--reps`` runs timed with CUDA events after ``--warmup`` runs; TFLOP/s counts 4*B*H*Sq*Sk*D
 for full attention and half of it for causal. "vs cuDNN" is our TFLOP/s over cuDNN's; "err" is
 ||ours - cuDNN|| / ||cuDNN||. torch is only the yardstick: it is imported inside this file's
@@ -18,8 +19,10 @@ of its ratio to cuDNN over lengths and dtypes, and the ``_BY_HEAD_DIM`` lines to
 Defaults there: 16k/32k/64k tokens, 10 rounds after 2 warm-up rounds. The kernels it needs are
 compiled first, in parallel, into ``$TRTDSL_KERNEL_CACHE`` (cache hits are free);
 ``--compile-only`` does just that and needs no GPU (run it where the cache is prepared).
+``--sweep-ws`` does the same for the warp-specialized kernel's tiles (``kernels/ws_configs.py``:
+the table's and the candidates), against cuDNN and the TMA kernel's table tile.
 
-    python3 benchmarks/attention_gpu.py [--quick] [--sweep | --sweep-tma] [--out table.md]
+    python3 benchmarks/attention_gpu.py [--quick] [--sweep | --sweep-tma | --sweep-ws]
 
 A second part (context-parallel strategies on 2 and 4 GPUs) is to be added as another entry of
 ``PARTS``; ``main`` runs the parts named by ``--parts``.
@@ -41,14 +44,16 @@ from timing import cupy_events, median_ms, torch_events  # benchmarks/timing.py
 try:
     import trtdsl.kernels as K
     from trtdsl.kernels import tma_configs as TC
-    from trtdsl.kernels.attention import attention_forward
+    from trtdsl.kernels import ws_configs as WC
+    from trtdsl.kernels.attention import attention_forward, pick_tma, pick_ws
     from trtdsl.kernels.compile import compile_kernel
     from trtdsl.kernels.configs import AttentionConfig, KernelSpec, attention_config, attention_spec
 except ImportError:  # run from a checkout where kernels/ is not installed under trtdsl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import kernels as K
     from kernels import tma_configs as TC
-    from kernels.attention import attention_forward
+    from kernels import ws_configs as WC
+    from kernels.attention import attention_forward, pick_tma, pick_ws
     from kernels.compile import compile_kernel
     from kernels.configs import AttentionConfig, KernelSpec, attention_config, attention_spec
 
@@ -99,15 +104,27 @@ class Problem:
         self.dtype, self.scale, self.s, self.heads, self.d = dtype, d**-0.5, s, heads, d
 
     def ours(
-        self, causal: bool, config: AttentionConfig | None = None, tma: TC.TmaConfig | None = None
-    ) -> Callable[[], None]:
+        self, causal: bool, config: AttentionConfig | None = None, tma: TC.TmaConfig | None = None,
+        ws: WC.WsConfig | None = None,
+    ) -> Callable[[], None]:  # fmt: skip
+        """One kernel: the pointer kernel (``config``: its tile), or the TMA / warp-specialized
+        one with tile ``tma`` / ``ws``."""
+
         def run() -> None:
             attention_forward(
                 self.cq, self.ck, self.cv, self.o, None, scale=self.scale, causal=causal,
-                dtype=self.dtype, config=config, tma=tma,
+                dtype=self.dtype, config=config, tma=tma, ws=ws,
             )  # fmt: skip
 
         return run
+
+    def picked(self, causal: bool) -> tuple[str, Callable[[], None]]:
+        """(kind, run) of the kernel ``flash_attention`` picks for this problem."""
+        qkv = (self.cq, self.ck, self.cv)
+        ws = pick_ws(*qkv, self.o, self.dtype, causal, 0, 0)
+        tma = None if ws else pick_tma(*qkv, self.o, self.dtype, causal)
+        kind = "ws" if ws else "tma" if tma else "pointer"
+        return kind, self.ours(causal, tma=tma, ws=ws)
 
     def sdpa(self, causal: bool, backend: str) -> Callable[[], Any]:
         import torch
@@ -143,9 +160,9 @@ def run_single_gpu(args: argparse.Namespace) -> str:
     import torch
 
     rows = [
-        "| D | S | mask | dtype | ours ms | ours TFLOP/s | cuDNN ms | cuDNN TFLOP/s | flash ms "
-        "| flash TFLOP/s | vs cuDNN | err |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| D | S | mask | dtype | kernel | ours ms | ours TFLOP/s | cuDNN ms | cuDNN TFLOP/s "
+        "| flash ms | flash TFLOP/s | vs cuDNN | err |",
+        "| ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for d in args.head_dims:
         for s in args.seqs:
@@ -153,7 +170,8 @@ def run_single_gpu(args: argparse.Namespace) -> str:
                 for dtype in args.dtypes:
                     p = Problem(s, args.heads, d, dtype)
                     f = flops(s, s, args.heads, d, causal)
-                    ms = {"ours": median_ms(p.ours(causal), cupy_events, args.reps, args.warmup)}
+                    kind, ours = p.picked(causal)
+                    ms = {"ours": median_ms(ours, cupy_events, args.reps, args.warmup)}
                     err = float("nan")
                     for be in ("cudnn", "flash"):
                         try:
@@ -161,7 +179,7 @@ def run_single_gpu(args: argparse.Namespace) -> str:
                                 fn = p.sdpa(causal, be)
                                 ms[be] = median_ms(fn, torch_events, args.reps, args.warmup)
                             if be == "cudnn":
-                                p.ours(causal)()
+                                ours()
                                 cp.cuda.Device().synchronize()
                                 err = p.err_vs(fn.out["o"])
                         except Exception as e:  # a backend may refuse a shape or dtype
@@ -170,7 +188,8 @@ def run_single_gpu(args: argparse.Namespace) -> str:
                     tf = {k: f / (v * 1e-3) / 1e12 for k, v in ms.items()}
                     mask = "causal" if causal else "full"
                     line = (
-                        f"| {d} | {s} | {mask} | {dtype} | {ms['ours']:.2f} | {tf['ours']:.0f} | "
+                        f"| {d} | {s} | {mask} | {dtype} | {kind} | {ms['ours']:.2f} | "
+                        f"{tf['ours']:.0f} | "
                         f"{ms['cudnn']:.2f} | {tf['cudnn']:.0f} | {ms['flash']:.2f} | "
                         f"{tf['flash']:.0f} | {tf['ours'] / tf['cudnn']:.2f} | {err:.1e} |"
                     )
@@ -216,13 +235,27 @@ def run_sweep(args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
+def ws_tiles(d: int, causal: bool) -> list[WC.WsConfig]:
+    """The warp-specialized tiles ``--sweep-ws`` times: the table's first, then the candidates
+    (pingpong ones for full attention only)."""
+    table = [WC.WS_CONFIGS[k] for k in WC.WS_CONFIGS if k[0] == d and k[2] == causal][:1]
+    tiles = dict.fromkeys(table + list(WC.CANDIDATES.get(d, ())))
+    return [t for t in tiles if not (causal and t.pingpong)]
+
+
 def tma_sweep_specs(args: argparse.Namespace) -> list[KernelSpec]:
-    """Every kernel ``--sweep-tma`` launches: the pointer kernel's table tiles and the TMA
-    candidates, for the head_dims and dtypes asked, full and causal."""
+    """Every kernel ``--sweep-tma`` (``--sweep-ws``) launches: the pointer kernel's table tiles
+    and the TMA candidates (the TMA table tiles and the warp-specialized tiles), for the
+    head_dims and dtypes asked, full and causal."""
     specs = []
     for d in args.head_dims:
         for dt in args.dtypes:
             for c in (False, True):
+                if args.sweep_ws:
+                    tma = TC.tma_config(d, dt, c)
+                    specs += [TC.tma_spec(d, dt, c, tma)] if tma else [attention_spec(d, dt, c)]
+                    specs += [WC.ws_spec(d, dt, c, cfg) for cfg in ws_tiles(d, c)]
+                    continue
                 specs.append(attention_spec(d, dt, c))
                 specs += [TC.tma_spec(d, dt, c, cfg) for cfg in TC.CANDIDATES.get(d, ())]
     return specs
@@ -285,18 +318,29 @@ def tma_code(cfg: TC.TmaConfig) -> str:
     return f"TmaConfig({cfg.block_m}, {cfg.block_n}, {cfg.num_warps}, {cfg.num_stages}{extra})"
 
 
-def summarize_tma(ratios: dict[tuple[int, bool, str], list[float]], bad: set) -> str:
-    """Best TMA tile per (head_dim, mask) by the geometric mean of its TFLOP/s over cuDNN's."""
+def ws_code(cfg: WC.WsConfig) -> str:
+    """``WsConfig(64, 128, 2, pingpong=True)`` (fields off their defaults only), for pasting."""
+    extra = ("" if cfg.overlap else ", overlap=False") + (", pingpong=True" if cfg.pingpong else "")
+    return f"WsConfig({cfg.block_m}, {cfg.block_n}, {cfg.num_stages}{extra})"
+
+
+def summarize_tma(
+    ratios: dict[tuple[int, bool, str], list[float]], bad: set, kind: str = "tma"
+) -> str:
+    """Best tile of ``kind`` ("tma" or "ws") per (head_dim, mask) by the geometric mean of its
+    TFLOP/s over cuDNN's, against the baseline kernel ("pointer"; the TMA table tile for
+    "ws")."""
 
     def geo(xs: list[float]) -> float:
         return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs and min(xs) > 0 else 0.0
 
     rows = [
-        "| D | mask | pointer vs cuDNN | best TMA tile | TMA vs cuDNN (min-max) | TMA / pointer "
-        "| second TMA tile | its vs cuDNN |",
+        f"| D | mask | baseline vs cuDNN | best {kind} tile | {kind} vs cuDNN (min-max) "
+        f"| {kind} / baseline | second {kind} tile | its vs cuDNN |",
         "| ---: | --- | ---: | --- | ---: | ---: | --- | ---: |",
     ]
-    paste = ["_BY_HEAD_DIM: dict[tuple[int, bool], TmaConfig] = {"]
+    cls = "WsConfig" if kind == "ws" else "TmaConfig"
+    paste = [f"_BY_HEAD_DIM: dict[tuple[int, bool], {cls}] = {{"]
     for d, causal in sorted({(d, c) for d, c, _ in ratios}):
         ptr = geo(ratios.get((d, causal, "pointer"), []))
         ranked = sorted(
@@ -313,25 +357,38 @@ def summarize_tma(ratios: dict[tuple[int, bool, str], list[float]], bad: set) ->
             f"| {d} | {mask} | {ptr:.2f} | {best} | {g1:.2f} ({lo:.2f}-{hi:.2f}) | "
             f"{g1 / ptr if ptr else float('nan'):.2f} | {second[1]} | {second[0]:.2f} |"
         )
-        cfg = next(c for c in TC.CANDIDATES[d] if c.label == best)
-        paste.append(f"    ({d}, {causal}): {tma_code(cfg)},")
+        if kind == "ws":
+            cfg_ws = next(c for c in ws_tiles(d, causal) if c.label == best)
+            paste.append(f"    ({d}, {causal}): {ws_code(cfg_ws)},")
+        else:
+            cfg = next(c for c in TC.CANDIDATES[d] if c.label == best)
+            paste.append(f"    ({d}, {causal}): {tma_code(cfg)},")
     paste.append("}")
     return "\n".join(rows) + "\n\n```python\n" + "\n".join(paste) + "\n```"
 
 
-def time_tma_candidates(p: Problem, causal: bool, args: argparse.Namespace) -> list[tuple]:
-    """(kind, tile, ms, err vs cuDNN) for cuDNN, the pointer kernel (table tile) and each TMA
-    candidate on problem ``p``, timed round-robin."""
+def time_tma_candidates(
+    p: Problem, causal: bool, args: argparse.Namespace, kind: str = "tma"
+) -> list[tuple]:
+    """(kind, tile, ms, err vs cuDNN) for cuDNN, the baseline kernel and each candidate of
+    ``kind`` on problem ``p``, timed round-robin. "tma": the pointer kernel's table tile, then
+    the TMA candidates; "ws": the TMA table tile (as "pointer" where there is none, named
+    "pointer" in both: the baseline), then the warp-specialized tiles."""
     import torch
 
     cfg = attention_config(p.d, p.dtype, causal)
+    tma = TC.tma_config(p.d, p.dtype, causal) if kind == "ws" else None
     runs: list[tuple[str, str, Callable[[], Any]]] = []
     with torch.no_grad():
         runs.append(("cuDNN", "-", p.sdpa(causal, "cudnn")))
         ref = runs[0][2].out["o"]  # type: ignore[attr-defined]
         tile = f"{cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
-        runs.append(("pointer", tile, p.ours(causal)))
-        runs += [("tma", c.label, p.ours(causal, tma=c)) for c in TC.CANDIDATES.get(p.d, ())]
+        tile = f"TMA {tma.label}" if tma else tile
+        runs.append(("pointer", tile, p.ours(causal, tma=tma)))
+        if kind == "ws":
+            runs += [("ws", c.label, p.ours(causal, ws=c)) for c in ws_tiles(p.d, causal)]
+        else:
+            runs += [("tma", c.label, p.ours(causal, tma=c)) for c in TC.CANDIDATES.get(p.d, ())]
         ms = round_robin_ms([r[2] for r in runs], args.reps, args.warmup)
     errs = [0.0]
     for _, _, fn in runs[1:]:
@@ -345,9 +402,18 @@ def time_tma_candidates(p: Problem, causal: bool, args: argparse.Namespace) -> l
 
 
 def run_sweep_tma(args: argparse.Namespace) -> str:
-    """cuDNN, the pointer kernel and each TMA candidate on the same inputs, timed round-robin;
-    returns the Markdown table, then the per-(head_dim, mask) summary. A kernel whose error
-    against cuDNN exceeds 2e-2 is marked WRONG and never picked."""
+    return run_tile_sweep(args, "tma")
+
+
+def run_sweep_ws(args: argparse.Namespace) -> str:
+    return run_tile_sweep(args, "ws")
+
+
+def run_tile_sweep(args: argparse.Namespace, sweep: str) -> str:
+    """cuDNN, the baseline kernel and each candidate of ``sweep`` ("tma" or "ws") on the same
+    inputs, timed round-robin; returns the Markdown table, then the per-(head_dim, mask)
+    summary. A kernel whose error against cuDNN exceeds 2e-2 is marked WRONG and never
+    picked."""
     import torch
 
     rows = [
@@ -361,18 +427,18 @@ def run_sweep_tma(args: argparse.Namespace) -> str:
             for dtype in args.dtypes:
                 p = Problem(s, args.heads, d, dtype)
                 for causal in (False, True):
-                    res = time_tma_candidates(p, causal, args)
+                    res = time_tma_candidates(p, causal, args, sweep)
                     f = flops(s, s, args.heads, d, causal)
                     cudnn_ms = res[0][2]
-                    ok = [t for kind, _, t, e in res if kind == "tma" and e < 2e-2]
+                    ok = [t for kind, _, t, e in res if kind == sweep and e < 2e-2]
                     for kind, tile, t, e in res:
                         vs = cudnn_ms / t
                         key = (d, causal, "pointer" if kind == "pointer" else tile)
                         if kind != "cuDNN":
                             ratios.setdefault(key, []).append(vs)
-                        if kind == "tma" and not e < 2e-2:
+                        if kind == sweep and not e < 2e-2:
                             bad.add(key)
-                        mark = "best TMA" if kind == "tma" and ok and t == min(ok) else ""
+                        mark = f"best {sweep}" if kind == sweep and ok and t == min(ok) else ""
                         mark = "WRONG" if not e < 2e-2 else mark
                         line = (
                             f"| {d} | {s} | {'causal' if causal else 'full'} | {dtype} | {kind} "
@@ -383,7 +449,7 @@ def run_sweep_tma(args: argparse.Namespace) -> str:
                         rows.append(line)
                 del p
                 torch.cuda.empty_cache()
-    return "\n".join(rows) + "\n\n" + summarize_tma(ratios, bad)
+    return "\n".join(rows) + "\n\n" + summarize_tma(ratios, bad, sweep)
 
 
 PARTS: dict[str, Callable[[argparse.Namespace], str]] = {
@@ -409,9 +475,14 @@ def main() -> int:
         help="time the TMA candidates against the pointer kernel and cuDNN",
     )
     ap.add_argument(
+        "--sweep-ws",
+        action="store_true",
+        help="time the warp-specialized tiles against the TMA kernel and cuDNN",
+    )
+    ap.add_argument(
         "--compile-only",
         action="store_true",
-        help="with --sweep-tma: only compile its kernels into the cache (no GPU)",
+        help="with --sweep-tma or --sweep-ws: only compile its kernels into the cache (no GPU)",
     )
     ap.add_argument(
         "--jobs",
@@ -421,7 +492,8 @@ def main() -> int:
     )
     ap.add_argument("--out", default=None, help="also write the table(s) to this file")
     args = ap.parse_args()
-    if args.sweep_tma:  # its own defaults: the lengths of the issue, fewer rounds
+    sweeping = args.sweep_tma or args.sweep_ws
+    if sweeping:  # its own defaults: the lengths of the issue, fewer rounds
         args.seqs = args.seqs if "--seqs" in sys.argv else "16384,32768,65536"
         args.reps = args.reps if "--reps" in sys.argv else 10
         args.warmup = args.warmup if "--warmup" in sys.argv else 2
@@ -430,7 +502,7 @@ def main() -> int:
     args.dtypes = args.dtypes.split(",")
     if args.quick:
         args.seqs, args.head_dims, args.dtypes, args.reps = [16384], [128], ["bfloat16"], 5
-    if args.sweep_tma:
+    if sweeping:
         precompile(tma_sweep_specs(args), args.jobs)
         if args.compile_only:
             return 0
@@ -438,7 +510,9 @@ def main() -> int:
 
     dev = cp.cuda.runtime.getDeviceProperties(0)
     print(f"device: {dev['name'].decode()}, kernels from {K.__file__}", flush=True)
-    if args.sweep_tma:
+    if args.sweep_ws:
+        tables = [run_sweep_ws(args)]
+    elif args.sweep_tma:
         tables = [run_sweep_tma(args)]
     elif args.sweep:
         tables = [run_sweep(args)]

@@ -15,6 +15,12 @@ skips it): the same attention cases through ``flash_attention`` with ``TRTDSL_AT
 at Sq and D) with offsets and lengths that are not block multiples. ``--quick`` checks the
 table's tiles only.
 
+The warp-specialized kernel (``attention_fwd_ws``, Gluon, ``kernels/ws_configs.py``) is checked
+too (``--no-ws`` skips it): the attention cases through ``flash_attention`` with
+``TRTDSL_ATTENTION_WS=1`` (it must take exactly the calls ``ws_call_ok`` allows: a causal
+q chunk before its k chunk goes to the TMA kernel), then every tile on padded strided views
+with ragged lengths and causal shifts, as for TMA. The other checks run with it off.
+
 The accumulating epilogues (``flash_attention_into``: a float32 running (o, lse) written, then
 merged into, by the kernel itself; pointer and TMA kernels) are checked by ``gpu/check_accum.py``
 (``--no-accum`` skips them): two or three blocks chained vs float64, each line with the error of
@@ -39,12 +45,14 @@ try:
     import trtdsl.kernels.attention as A
     import trtdsl.kernels.reference as R
     import trtdsl.kernels.tma_configs as T
+    import trtdsl.kernels.ws_configs as W
 except ImportError:  # run from a checkout where kernels/ is not installed under trtdsl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import kernels as K
     from kernels import attention as A
     from kernels import reference as R
     from kernels import tma_configs as T
+    from kernels import ws_configs as W
 
 TOL_O = {"float16": 1e-3, "bfloat16": 8e-3}  # ||o - ref|| / ||ref||
 TOL_LSE = 1e-4  # |lse - ref| / max(1, |ref|)
@@ -97,8 +105,8 @@ def check_attention_case(
     kernel: str = "pointer",
     stream: Any = None,
 ) -> None:
-    """One flash_attention call vs the reference; ``kernel`` ("pointer" or "tma": run with
-    TRTDSL_ATTENTION_TMA set so) is the kernel flash_attention must pick (checked);
+    """One flash_attention call vs the reference; ``kernel`` ("pointer", "tma" or "ws": run
+    with the switches set so) is the kernel flash_attention must pick (checked);
     ``stream`` is passed on (None: CuPy's current stream)."""
     cp = ctx.cp
     q = rng.standard_normal(lead + (sq, d))
@@ -126,7 +134,8 @@ def check_attention_case(
     empty = np.isneginf(ref_lse)
     if empty.any():  # rows with no key: exactly 0
         ok = ok and bool((go[empty] == 0).all())
-    ran = {"tma": "tma", "attn": "pointer"}.get(ctx.launched[-1] if ctx.launched else "", "none")
+    kinds = {"tma": "tma", "attn": "pointer", "ws": "ws"}
+    ran = kinds.get(ctx.launched[-1] if ctx.launched else "", "none")
     ok = ok and ran == kernel
     on = "" if stream is None else f" stream={type(stream).__name__}"
     msg = f"attn[{ran}{on}] {dtype} lead={lead} Sq={sq} Sk={sk} D={d} "
@@ -152,12 +161,13 @@ def padded(ctx: Ctx, x: Any, pad: int) -> tuple[Any, Any]:
     return view, raw
 
 
-def check_tma_tile(
+def check_tile(
     ctx: Ctx, rng: np.random.Generator, dtype: str, cfg: Any, d: int, causal: bool,
-    shape: tuple[int, int, int, int, int], pad: int,
+    shape: tuple[int, int, int, int, int], pad: int, kind: str = "tma",
 ) -> None:  # fmt: skip
-    """One TMA tile launched directly (attention_forward(tma=cfg)) on padded, strided q/k/v/o
-    vs the reference; the padding of o must stay poisoned (NaN bits)."""
+    """One TMA (``kind`` "tma") or warp-specialized ("ws") tile launched directly
+    (attention_forward(tma=cfg) or (ws=cfg)) on padded, strided q/k/v/o vs the reference; the
+    padding of o must stay poisoned (NaN bits)."""
     cp = ctx.cp
     bh, sq, sk, q_off, k_off = shape
     q, k, v = (rng.standard_normal((bh, s, d)) for s in (sq, sk, sk))
@@ -171,7 +181,7 @@ def check_tma_tile(
     lse = cp.full((bh, sq), np.nan, cp.float32)
     A.attention_forward(
         q3, k3, v3, o3, lse, scale=scale, causal=causal, q_offset=q_off, k_offset=k_off,
-        dtype=dtype, tma=cfg,
+        dtype=dtype, **{kind: cfg},
     )  # fmt: skip
     cp.cuda.get_current_stream().synchronize()
     go = ctx.to_host(cp.ascontiguousarray(o3), dtype)
@@ -184,7 +194,7 @@ def check_tma_tile(
     outside[:, :sq, :d] = False
     touched = int(cp.count_nonzero((o_raw != 0xFFFF) & outside))
     ok = ok and lok and touched == 0
-    ctx.record(ok, f"tma {cfg.label} {dtype} BH={bh} Sq={sq} Sk={sk} D={d} causal={causal} "
+    ctx.record(ok, f"{kind} {cfg.label} {dtype} BH={bh} Sq={sq} Sk={sk} D={d} causal={causal} "
                f"off=({q_off},{k_off}) pad={pad} o_err={e_o:.1e} lse_err={e_l:.1e} "
                f"empty_rows={int(empty.sum())} padding_written={touched}")  # fmt: skip
 
@@ -295,22 +305,74 @@ def check_tma(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
         os.environ[T.TMA_ENV] = "0"
     for dtype, cfg, d, causal, shape, pad in tma_tile_cases(quick):
         try:
-            check_tma_tile(ctx, rng, dtype, cfg, d, causal, shape, pad)
+            check_tile(ctx, rng, dtype, cfg, d, causal, shape, pad)
         except Exception as e:
             ctx.record(False, f"tma {cfg.label} {dtype} D={d} causal={causal} {shape}: "
+                       f"{type(e).__name__}: {e}")  # fmt: skip
+
+
+def ws_tile_cases(quick: bool) -> list[tuple]:
+    """(dtype, cfg, D, causal, (BH, Sq, Sk, q_off, k_off), pad) for every warp-specialized
+    tile (the table's only, with ``quick``): ragged lengths, causal shifts >= 0 (Sk = Sq +
+    shift: a chunk's queries against every earlier key), overlapping chunks."""
+    shapes = [(3, 300, 391, 100, 37), (2, 1000, 1000, 0, 0), (2, 777, 1500, 723, 0),
+              (1, 130, 4100, 3970, 0)]  # fmt: skip
+    cases = []
+    for d in W.CANDIDATES:
+        for dtype in ("float16", "bfloat16"):
+            for causal in (False, True):
+                table = W.ws_config(d, dtype, causal)
+                tiles = [table] if quick else list(dict.fromkeys((table,) + W.CANDIDATES[d]))
+                tiles = [t for t in tiles if t is not None and not (causal and t.pingpong)]
+                for i, cfg in enumerate(tiles):
+                    for j, shape in enumerate(shapes[:2] if quick else shapes):
+                        cases.append((dtype, cfg, d, causal, shape, 8 if (i + j) % 2 else 16))
+    return cases
+
+
+def check_ws(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
+    """The attention cases through flash_attention with the warp-specialized switch on (the
+    TMA or pointer kernel where it does not apply), a side stream, then every tile directly."""
+    os.environ[W.WS_ENV], os.environ[T.TMA_ENV] = "1", "1"
+    try:
+        for case in attention_cases(quick):
+            dtype, _, _, sk, d, causal, qo, ko, _ = case
+            if W.ws_config(d, dtype, causal) and W.ws_call_ok(causal, qo, ko, sk):
+                kernel = "ws"
+            else:
+                kernel = "tma" if T.tma_config(d, dtype, causal) else "pointer"
+            try:
+                check_attention_case(ctx, rng, *case, kernel=kernel)
+            except Exception as e:
+                ctx.record(False, f"attn[ws switch] {case}: {type(e).__name__}: {e}")
+        side = ctx.cp.cuda.Stream(non_blocking=True)
+        for stream in (side, side.ptr):
+            case = ("bfloat16", (1, 3), 257, 391, 128, True, 200, 37, True)
+            try:
+                check_attention_case(ctx, rng, *case, kernel="ws", stream=stream)
+            except Exception as e:
+                ctx.record(False, f"attn[ws stream] {case}: {type(e).__name__}: {e}")
+    finally:
+        os.environ[W.WS_ENV], os.environ[T.TMA_ENV] = "0", "0"
+    for dtype, cfg, d, causal, shape, pad in ws_tile_cases(quick):
+        try:
+            check_tile(ctx, rng, dtype, cfg, d, causal, shape, pad, kind="ws")
+        except Exception as e:
+            ctx.record(False, f"ws {cfg.label} {dtype} D={d} causal={causal} {shape}: "
                        f"{type(e).__name__}: {e}")  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--no-tma", action="store_true", help="skip the TMA kernel's cases")
+    ap.add_argument("--no-ws", action="store_true", help="skip the warp-specialized kernel")
     ap.add_argument("--no-accum", action="store_true", help="skip flash_attention_into's cases")
     args, seed, rng = check_args(ap, "fewer shapes")
     print(f"seed {seed}", flush=True)
     ctx = Ctx()
     print(f"cupy native bfloat16: {ctx.native_bf16}", flush=True)
     t0 = time.time()
-    os.environ[T.TMA_ENV] = "0"
+    os.environ[T.TMA_ENV], os.environ[W.WS_ENV] = "0", "0"
     for case in attention_cases(args.quick):
         try:
             check_attention_case(ctx, rng, *case)
@@ -318,6 +380,8 @@ def main() -> int:
             ctx.record(False, f"attn {case}: {type(e).__name__}: {e}")
     if not args.no_tma:
         check_tma(ctx, rng, args.quick)
+    if not args.no_ws:
+        check_ws(ctx, rng, args.quick)
     if not args.no_accum:
         check_accumulate(ctx, K, T, rng, args.quick)
     for dtype in ("float16", "bfloat16", "float32"):

@@ -3,10 +3,17 @@
 ``flash_attention`` takes q [..., H, Sq, D], k/v [..., H, Sk, D] (fp16 or bf16, D in 32, 64,
 128, 256) and returns o [..., H, Sq, D] in q's dtype and, when asked, lse [..., H, Sq] float32
 (natural log of the softmax denominator of the scaled scores; -inf for rows with no key).
-Two kernels compute it: the pointer one (``attention_fwd``, tiles in ``configs.py``) and, when
-``tma_configs.use_tma()`` and the arrays qualify, the TMA one (``attention_fwd_tma``, tiles in
-``tma_configs.py``). ``flash_attention_into`` runs the same kernels with a float32 epilogue that
-writes or merges into a running (o, lse) state: Ring attention over K/V blocks, no merge kernel.
+Three kernels compute it, the first that applies running:
+
+1. the warp-specialized one (``attention_fwd_ws``, Gluon: a TMA loader warp and two consumer
+   warpgroups; tiles in ``ws_configs.py``) when ``ws_configs.use_ws()``, the variant has a tile
+   and the call qualifies (:func:`pick_ws`);
+2. the TMA one (``attention_fwd_tma``, tiles in ``tma_configs.py``) when ``use_tma()`` and the
+   arrays qualify;
+3. the pointer one (``attention_fwd``, tiles in ``configs.py``): every other call.
+
+``flash_attention_into`` runs the TMA or pointer kernel with a float32 epilogue that writes or
+merges into a running (o, lse) state: Ring attention over K/V blocks, no merge kernel.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from .errors import KernelArgumentError, KernelLaunchError
 from .launch import launch
 from .tma_configs import TmaConfig, tma_compatible, tma_config, tma_spec, use_tma
 from .validate import check_accumulators, check_attention, check_merge
+from .ws_configs import WsConfig, use_ws, ws_call_ok, ws_config, ws_spec
 
 LOG2E = 1.4426950408889634
 _compiled: dict[tuple, CompiledKernel] = {}
@@ -41,7 +49,7 @@ def _kernel(kind: str, *variant: Any) -> CompiledKernel:
     """The compiled variant, memoized in-process (the disk cache costs a read and a hash)."""
     key = (kind, *variant)
     if key not in _compiled:
-        make = {"attn": attention_spec, "tma": tma_spec, "merge": merge_spec}[kind]
+        make = {"attn": attention_spec, "tma": tma_spec, "ws": ws_spec, "merge": merge_spec}[kind]
         _compiled[key] = compile_kernel(make(*variant))
     return _compiled[key]
 
@@ -107,6 +115,29 @@ def pick_tma(
     return cfg if cfg is not None and tma_qualifies(q3, k3, v3, o) else None
 
 
+def pick_ws(
+    q3: Any, k3: Any, v3: Any, o: Any, dtype: str, causal: bool, q_offset: int, k_offset: int
+) -> WsConfig | None:
+    """The warp-specialized tile ``flash_attention`` runs with, or None: the switch is on
+    (``use_ws()``), the variant has a tile, the call suits the kernel (``ws_call_ok``: a key,
+    and causal rows that all see one) and the arrays can be TMA descriptors."""
+    if not use_ws():
+        return None
+    cfg = ws_config(q3.shape[-1], dtype, causal)
+    if cfg is None or not ws_call_ok(causal, q_offset, k_offset, k3.shape[1]):
+        return None
+    return cfg if tma_qualifies(q3, k3, v3, o) else None
+
+
+def takes_ws(q: Any, k: Any, v: Any, *, causal: bool, q_offset: int = 0, k_offset: int = 0) -> bool:
+    """Whether ``flash_attention`` would run the warp-specialized kernel on these CuPy arrays
+    (q [..., H, Sq, D], k/v [..., H, Sk, D] as given; its o is made aligned): for callers that
+    choose between it and ``flash_attention_into`` (Ring's blocks)."""
+    q3, k3, v3 = (x.reshape((-1,) + tuple(x.shape[-2:])) for x in (q, k, v))
+    dtype = str(q.dtype)
+    return pick_ws(q3, k3, v3, None, dtype, bool(causal), q_offset, k_offset) is not None
+
+
 def _on_stream(stream: Any) -> Any:
     """A context with ``stream`` as CuPy's current stream (a no-op for None): the scratch the
     launcher takes from CuPy's pool, freed when the launch returns, is then reused only by
@@ -136,6 +167,7 @@ def attention_forward(
     dtype: str,
     config: AttentionConfig | None = None,
     tma: TmaConfig | None = None,
+    ws: WsConfig | None = None,
     stream: Any = None,
     accum: int = ACCUM_NONE,
 ) -> None:
@@ -145,7 +177,9 @@ def attention_forward(
     16-byte aligned, other strides multiples of 16 elements; lse [BH, Sq] float32 contiguous
     or None. ``config`` overrides the pointer kernel's table (for tuning sweeps); ``tma`` runs
     the TMA kernel with that tile instead (strides then need only be multiples of 16 bytes;
-    KernelArgumentError if the arrays cannot be TMA descriptors). ``accum``
+    KernelArgumentError if the arrays cannot be TMA descriptors); ``ws`` runs the
+    warp-specialized kernel with that tile (the TMA conditions, ``accum`` 0, and for causal
+    calls ``q_offset >= k_offset``). ``accum``
     (``configs.ACCUM_MODES``) 1 writes, 2 merges into, a float32 running state: o then float32
     C-contiguous, lse required.
     """
@@ -158,14 +192,22 @@ def attention_forward(
     if not (bh and sq):
         return
     o_desc = o if accum == ACCUM_NONE else None  # the accumulating epilogues store by pointers
-    if tma is not None and not tma_qualifies(q3, k3, v3, o_desc):
+    if (tma is not None or ws is not None) and not tma_qualifies(q3, k3, v3, o_desc):
         raise KernelArgumentError(
-            f"the TMA attention kernel needs 16-byte aligned q/k/v/o with unit last stride, "
+            f"the TMA attention kernels need 16-byte aligned q/k/v/o with unit last stride, "
             f"16-byte multiples for the others and Sk > 0; strides (elements) q "
             f"{_bsd_strides(q3)}, k {_bsd_strides(k3)}, v {_bsd_strides(v3)}, o "
             f"{_bsd_strides(o)}, Sk {k3.shape[1]}"
         )
-    if tma is not None:
+    if ws is not None:
+        if accum != ACCUM_NONE or not ws_call_ok(causal, q_offset, k_offset, k3.shape[1]):
+            raise KernelArgumentError(
+                f"the warp-specialized attention kernel writes O in q's dtype (accum 0, got "
+                f"{accum}) and needs a key and, when causal, q_offset >= k_offset; got Sk "
+                f"{k3.shape[1]}, causal {causal}, q_offset {q_offset}, k_offset {k_offset}"
+            )
+        ck, block_m = _kernel("ws", d, dtype, bool(causal), ws), ws.rows_per_cta
+    elif tma is not None:
         ck, block_m = _kernel("tma", d, dtype, bool(causal), tma, accum), tma.block_m
     else:
         cfg = config or attention_config(d, dtype, bool(causal))
@@ -210,10 +252,11 @@ def flash_attention(
     with cp.cuda.Device(dev):
         o = cp.empty((p.bh, p.seq_q, p.head_dim), dtype=q3.dtype)
         lse = cp.empty((p.bh, p.seq_q), dtype=cp.float32) if return_lse else None
+        ws = pick_ws(q3, k3, v3, o, p.dtype, bool(causal), q_offset, k_offset)
         attention_forward(
             q3, k3, v3, o, lse, scale=scale, causal=causal, q_offset=q_offset,
-            k_offset=k_offset, dtype=p.dtype, stream=stream,
-            tma=pick_tma(q3, k3, v3, o, p.dtype, bool(causal)),
+            k_offset=k_offset, dtype=p.dtype, stream=stream, ws=ws,
+            tma=None if ws else pick_tma(q3, k3, v3, o, p.dtype, bool(causal)),
         )  # fmt: skip
     o = o.reshape(p.lead + (p.seq_q, p.head_dim))
     return o, (lse.reshape(p.lead + (p.seq_q,)) if lse is not None else None)

@@ -99,6 +99,15 @@ def _kernel_fn(name: str) -> Any:
     return getattr(_source_module(name), name)
 
 
+def _is_gluon(fn: Any) -> bool:
+    """Whether ``fn`` is a Gluon kernel (compiled from a ``GluonASTSource``)."""
+    try:
+        from triton.experimental.gluon._runtime import GluonJITFunction
+    except ImportError:  # pragma: no cover - a Triton without Gluon
+        return False
+    return isinstance(fn, GluonJITFunction)
+
+
 def cache_key(spec: KernelSpec, arch: int = ARCH) -> str:
     """sha256 over source, spec, Triton version and target (needs Triton for the fn's key)."""
     triton = _triton()
@@ -164,7 +173,11 @@ def _triton_compile(spec: KernelSpec, key: str, arch: int, with_ptx: bool) -> Co
     fn = _kernel_fn(spec.fn_name)
     names = list(spec.signature)
     attrs = {(names.index(p),): [["tt.divisibility", 16]] for p in spec.divisible}
-    src = ASTSource(fn=fn, signature=dict(spec.signature), constexprs=spec.constexprs, attrs=attrs)
+    source_type = ASTSource
+    if _is_gluon(fn):
+        from triton.experimental.gluon._runtime import GluonASTSource as source_type
+    sig, consts = dict(spec.signature), spec.constexprs
+    src = source_type(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     try:
         ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(spec.options))
     except Exception as e:

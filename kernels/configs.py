@@ -170,6 +170,7 @@ NORM_TILE = 4096
 SOURCE_MODULES: dict[str, str] = {
     "modulated_norm_fwd": "triton_norm",
     "activation_fwd": "triton_activation",
+    "attention_fwd_ws": "gluon_attention",
 }
 
 
@@ -300,7 +301,8 @@ def act_specs() -> list[KernelSpec]:
 
 def all_specs() -> list[KernelSpec]:
     """Every variant the public entry points can launch (what the compile test builds): the
-    table's attention tiles in every epilogue (:data:`ACCUM_MODES`), merge, norm, activation."""
+    table's attention tiles in every epilogue (:data:`ACCUM_MODES`), the warp-specialized
+    attention's tiles, merge, norm, activation."""
     specs = [
         attention_spec(d, dt, c, accum=a) for (d, dt, c) in ATTENTION_CONFIGS for a in ACCUM_MODES
     ]
@@ -313,4 +315,7 @@ def all_specs() -> list[KernelSpec]:
         for (d, dt, c), cfg in TMA_CONFIGS.items()
         for a in ACCUM_MODES
     ]
+    from .ws_configs import WS_CONFIGS, ws_spec  # imports this module
+
+    specs += [ws_spec(d, dt, c, cfg) for (d, dt, c), cfg in WS_CONFIGS.items()]
     return specs + norm_specs() + act_specs()
