@@ -4,16 +4,20 @@ A rank of an N-way ring holds ``s = S/N`` queries and attends to N key blocks of
 turn, folding each block's result into a float32 running (o, lse). On one H200 this times, for
 the rank's work (8 heads x 128, bf16, full mask):
 
-- ``one call``: the rank's queries against all ``S`` keys in one kernel launch (what
-  AllGather-KV computes; the floor for the block loop);
-- ``blocks, cast + merge``: per block the kernel writes a bf16 o and the lse, o is cast to
-  float32 and the merge kernel folds it in (the ring before in-kernel accumulation);
-- ``blocks, in-kernel``: ``flash_attention_into`` (the kernel's epilogue folds each block into
-  the float32 state: no bf16 partial, no cast, no merge kernel);
+- ``one call``: the rank's queries against all ``S`` keys in one ``flash_attention`` launch
+  (the kernel it picks: the warp-specialized one on an H200; what AllGather-KV computes; the
+  floor for the block loop);
+- ``blocks + merge``: per block ``flash_attention`` writes a bf16 o and the lse and the merge
+  kernel folds the bf16 o into the float32 state (Ring's path where the warp-specialized
+  kernel takes the blocks);
+- ``blocks, in-kernel``: ``flash_attention_into`` (the TMA kernel's epilogue folds each block
+  into the float32 state: no bf16 partial, no merge kernel; Ring's path otherwise);
 - with ``--cudnn``: the same rank work through the cuDNN engine (one call; blocks + the merge
   kernel taking its bf16 o directly).
 
-One table: ms per rank call, TFLOP/s, and the ratio to the same engine's one call.
+One table: ms per rank call, TFLOP/s, the ratio to the same engine's one call, and the
+ceiling of the ring's speedup over one-GPU cuDNN with no communication cost: N x cuDNN's time
+for the rank's work (one GPU does all N ranks' work) over the row's time.
 
     python3 benchmarks/ring_blocks_gpu.py [--seqs 32768,65536] [--ranks 2,4] [--cudnn]
 """
@@ -49,9 +53,9 @@ def rank_work(cp, h: int, s: int, n: int, d: int, scale: float, cudnn: bool) -> 
     lse_acc = cp.empty((h, s), cp.float32)
     A = K.attention
 
-    def blocks_then_merge(attend, cast: bool):
-        """Each block through ``attend(kb, vb) -> (o, lse)``, folded by the merge kernel (o
-        cast to float32 first with ``cast``, else merged as it is: 16-bit into float32)."""
+    def blocks_then_merge(attend):
+        """Each block through ``attend(kb, vb) -> (o, lse)``, folded by the merge kernel (the
+        16-bit o merged as it is into the float32 state)."""
 
         def run():
             for i, (kb, vb) in enumerate(blocks):
@@ -60,7 +64,7 @@ def rank_work(cp, h: int, s: int, n: int, d: int, scale: float, cudnn: bool) -> 
                     o_acc[...] = o
                     lse_acc[...] = lse
                 else:
-                    A.merge_attention(o_acc, lse_acc, o.astype(cp.float32) if cast else o, lse)
+                    A.merge_attention(o_acc, lse_acc, o, lse)
 
         return run
 
@@ -71,7 +75,7 @@ def rank_work(cp, h: int, s: int, n: int, d: int, scale: float, cudnn: bool) -> 
     ours = lambda kb, vb: A.flash_attention(q, kb, vb, scale=scale, return_lse=True)  # noqa: E731
     work = {
         "one call": lambda: A.flash_attention(q, k, v, scale=scale),
-        "blocks, cast + merge": blocks_then_merge(ours, cast=True),
+        "blocks + merge": blocks_then_merge(ours),
         "blocks, in-kernel": in_kernel,
     }
     if cudnn:
@@ -79,7 +83,7 @@ def rank_work(cp, h: int, s: int, n: int, d: int, scale: float, cudnn: bool) -> 
 
         theirs = lambda kb, vb: CA.attention(q, kb, vb, scale=scale, return_lse=True)  # noqa: E731
         work["cuDNN one call"] = lambda: CA.attention(q, k, v, scale=scale)
-        work["cuDNN blocks + merge"] = blocks_then_merge(theirs, cast=False)
+        work["cuDNN blocks + merge"] = blocks_then_merge(theirs)
     return work
 
 
@@ -101,8 +105,8 @@ def main() -> int:
         f"Ring compute per rank on one {dev} ({h} heads x {d}, bf16, full mask; median of "
         f"{args.reps}; ratio = the engine's one call / the row):",
         "",
-        "| S | ranks | rank work | ms | TFLOP/s | vs one call |",
-        "| ---: | ---: | --- | ---: | ---: | ---: |",
+        "| S | ranks | rank work | ms | TFLOP/s | vs one call | ceiling vs 1-GPU cuDNN |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for S in (int(x) for x in args.seqs.split(",")):
         for n in (int(x) for x in args.ranks.split(",")):
@@ -110,10 +114,13 @@ def main() -> int:
             work = rank_work(cp, h, s, n, d, d**-0.5, args.cudnn)
             flops = 4.0 * s * S * h * d
             times = {name: median_ms(fn, cupy_events, args.reps, 2) for name, fn in work.items()}
+            ref = times.get("cuDNN one call")
             for name, t in times.items():
                 base = times["cuDNN one call" if name.startswith("cuDNN") else "one call"]
+                ceiling = f"{n * ref / t:.2f}x" if ref else "-"
                 rows.append(
-                    f"| {S} | {n} | {name} | {t:.3f} | {flops / t / 1e9:.0f} | {base / t:.2f} |"
+                    f"| {S} | {n} | {name} | {t:.3f} | {flops / t / 1e9:.0f} | {base / t:.2f} "
+                    f"| {ceiling} |"
                 )
             del work
             cp.get_default_memory_pool().free_all_blocks()
