@@ -178,7 +178,8 @@ def check_tile(
     (q3, _), (k3, _), (v3, _) = (padded(ctx, x, pad) for x in (gq, gk, gv))
     o3, o_raw = padded(ctx, cp.zeros_like(gq), pad)
     o_raw[...] = 0xFFFF  # poison the output, padding included
-    lse = cp.full((bh, sq), np.nan, cp.float32)
+    lse_buf = cp.full(bh * sq + 256, np.nan, cp.float32)  # a poisoned tail past the rows
+    lse = lse_buf[: bh * sq].reshape(bh, sq)
     A.attention_forward(
         q3, k3, v3, o3, lse, scale=scale, causal=causal, q_offset=q_off, k_offset=k_off,
         dtype=dtype, **{kind: cfg},
@@ -193,6 +194,7 @@ def check_tile(
     outside = cp.ones(o_raw.shape, dtype=bool)
     outside[:, :sq, :d] = False
     touched = int(cp.count_nonzero((o_raw != 0xFFFF) & outside))
+    touched += int(cp.count_nonzero(~cp.isnan(lse_buf[bh * sq :])))  # no LSE past the rows
     ok = ok and lok and touched == 0
     ctx.record(ok, f"{kind} {cfg.label} {dtype} BH={bh} Sq={sq} Sk={sk} D={d} causal={causal} "
                f"off=({q_off},{k_off}) pad={pad} o_err={e_o:.1e} lse_err={e_l:.1e} "

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ws_configs
 from .compile import CompiledKernel, compile_kernel
 from .configs import (
     ACCUM_INIT,
@@ -37,12 +38,25 @@ from .configs import (
 )
 from .errors import KernelArgumentError, KernelLaunchError
 from .launch import launch
-from .tma_configs import TmaConfig, tma_compatible, tma_config, tma_spec, use_tma
+from .tma_configs import (
+    SCRATCH_PER_PROGRAM,
+    TmaConfig,
+    tma_compatible,
+    tma_config,
+    tma_spec,
+    use_tma,
+)
 from .validate import check_accumulators, check_attention, check_merge
 from .ws_configs import WsConfig, use_ws, ws_call_ok, ws_config, ws_spec
 
 LOG2E = 1.4426950408889634
+#: The most heads (batch x heads) one launch covers: CUDA's limit on grid y.
+MAX_GRID_Y = 65535
+#: Bytes of per-program global scratch a launch may span: Triton indexes it with 32-bit offsets.
+MAX_SCRATCH = 2**31 - 1
 _compiled: dict[tuple, CompiledKernel] = {}
+#: Scratch of launches captured into CUDA graphs: a replay writes it, so it is never freed.
+_captured_scratch: list[Any] = []
 
 
 def _kernel(kind: str, *variant: Any) -> CompiledKernel:
@@ -103,6 +117,14 @@ def tma_qualifies(q3: Any, k3: Any, v3: Any, o: Any | None) -> bool:
     return k3.shape[1] > 0 and tma_compatible(ptrs, strides, q3.itemsize)
 
 
+def scratch_fits(q3: Any, rows_per_program: int, per_program: int) -> bool:
+    """Whether one launch's per-program scratch (``per_program`` bytes for each of its
+    programs: ``rows_per_program`` query rows of at most :data:`MAX_GRID_Y` heads) stays within
+    Triton's 32-bit scratch offsets (:data:`MAX_SCRATCH`)."""
+    bh, sq = q3.shape[0], q3.shape[1]
+    return math.ceil(sq / rows_per_program) * min(bh, MAX_GRID_Y) * per_program <= MAX_SCRATCH
+
+
 def pick_tma(
     q3: Any, k3: Any, v3: Any, o: Any | None, dtype: str, causal: bool
 ) -> TmaConfig | None:
@@ -112,7 +134,9 @@ def pick_tma(
     if not use_tma():
         return None
     cfg = tma_config(q3.shape[-1], dtype, causal)
-    return cfg if cfg is not None and tma_qualifies(q3, k3, v3, o) else None
+    if cfg is None or not scratch_fits(q3, cfg.block_m, SCRATCH_PER_PROGRAM):
+        return None
+    return cfg if tma_qualifies(q3, k3, v3, o) else None
 
 
 def pick_ws(
@@ -126,6 +150,8 @@ def pick_ws(
     cfg = ws_config(q3.shape[-1], dtype, causal)
     if cfg is None or not ws_call_ok(causal, q_offset, k_offset, k3.shape[1]):
         return None
+    if not scratch_fits(q3, cfg.rows_per_cta, ws_configs.SCRATCH_PER_PROGRAM):
+        return None
     return cfg if tma_qualifies(q3, k3, v3, o) else None
 
 
@@ -133,6 +159,8 @@ def takes_ws(q: Any, k: Any, v: Any, *, causal: bool, q_offset: int = 0, k_offse
     """Whether ``flash_attention`` would run the warp-specialized kernel on these CuPy arrays
     (q [..., H, Sq, D], k/v [..., H, Sk, D] as given; its o is made aligned): for callers that
     choose between it and ``flash_attention_into`` (Ring's blocks)."""
+    if any(isinstance(x, np.ndarray) for x in (q, k, v)):
+        return False  # host arrays (stand-ins for device ones): the kernel cannot take them
     q3, k3, v3 = (x.reshape((-1,) + tuple(x.shape[-2:])) for x in (q, k, v))
     dtype = str(q.dtype)
     return pick_ws(q3, k3, v3, None, dtype, bool(causal), q_offset, k_offset) is not None
@@ -151,6 +179,13 @@ def _on_stream(stream: Any) -> Any:
     if handle == cp.cuda.get_current_stream().ptr:
         return contextlib.nullcontext()
     return cp.cuda.ExternalStream(handle)
+
+
+def _capturing(stream: Any) -> bool:
+    """Whether CuPy's current stream (the launch's, inside ``_on_stream``) is capturing a CUDA
+    graph."""
+    cp = _cupy()
+    return bool(cp.cuda.get_current_stream().is_capturing())
 
 
 def attention_forward(
@@ -181,7 +216,9 @@ def attention_forward(
     warp-specialized kernel with that tile (the TMA conditions, ``accum`` 0, and for causal
     calls ``q_offset >= k_offset``). ``accum``
     (``configs.ACCUM_MODES``) 1 writes, 2 merges into, a float32 running state: o then float32
-    C-contiguous, lse required.
+    C-contiguous, lse required. More than :data:`MAX_GRID_Y` heads run as several launches;
+    causal offsets reach the kernel as the equivalent (clamped shift, 0), so no int32
+    arithmetic on them overflows.
     """
     bh, sq, d = q3.shape
     if accum not in ACCUM_MODES or (accum != ACCUM_NONE and lse is None):
@@ -199,7 +236,14 @@ def attention_forward(
             f"{_bsd_strides(q3)}, k {_bsd_strides(k3)}, v {_bsd_strides(v3)}, o "
             f"{_bsd_strides(o)}, Sk {k3.shape[1]}"
         )
+    if ws is not None and tma is not None:
+        raise KernelArgumentError("give the TMA tile or the warp-specialized one, not both")
     if ws is not None:
+        if d not in ws_configs.HEAD_DIMS:
+            raise KernelArgumentError(
+                f"the warp-specialized attention kernel takes head_dim "
+                f"{ws_configs.HEAD_DIMS}, got {d}"
+            )
         if accum != ACCUM_NONE or not ws_call_ok(causal, q_offset, k_offset, k3.shape[1]):
             raise KernelArgumentError(
                 f"the warp-specialized attention kernel writes O in q's dtype (accum 0, got "
@@ -212,15 +256,28 @@ def attention_forward(
     else:
         cfg = config or attention_config(d, dtype, bool(causal))
         ck, block_m = _kernel("attn", d, dtype, bool(causal), config, accum), cfg.block_m
-    strides = [s // x.itemsize for x in (q3, k3, v3, o) for s in x.strides[:2]]
-    args = [np.uint64(x.data.ptr) for x in (q3, k3, v3, o)]
-    args.append(np.uint64(lse.data.ptr if lse is not None else 0))
-    args += [np.int64(s) for s in strides]
-    args += [np.int32(sq), np.int32(k3.shape[1]), np.int32(q_offset), np.int32(k_offset)]
-    args += [np.float32(scale * LOG2E), np.int32(0 if lse is None else 1)]
-    grid = (math.ceil(sq / block_m), bh, 1)
+    programs = math.ceil(sq / block_m)
+    if programs * min(bh, MAX_GRID_Y) * ck.global_scratch_size > MAX_SCRATCH:
+        raise KernelArgumentError(
+            f"{programs} x {min(bh, MAX_GRID_Y)} programs of {ck.global_scratch_size} bytes of "
+            f"scratch exceed the kernel's 32-bit scratch offsets: use the pointer kernel"
+        )
+    shift = (
+        min(max(q_offset - k_offset, -sq), k3.shape[1]) if causal else 0
+    )  # the kernels only use q_offset - k_offset; clamped, it gives the same mask in int32
+    tail = [np.int32(sq), np.int32(k3.shape[1]), np.int32(shift), np.int32(0)]
+    tail += [np.float32(scale * LOG2E), np.int32(0 if lse is None else 1)]
+    strides = [np.int64(s // x.itemsize) for x in (q3, k3, v3, o) for s in x.strides[:2]]
     with _on_stream(stream) if ck.global_scratch_size else contextlib.nullcontext():
-        launch(ck, grid, args, device=int(q3.device.id), stream=stream)
+        for b0 in range(0, bh, MAX_GRID_Y):  # grid y holds at most MAX_GRID_Y heads
+            heads = slice(b0, min(bh, b0 + MAX_GRID_Y))
+            xs = [x[heads] for x in (q3, k3, v3, o)] + [lse[heads] if lse is not None else None]
+            args = [np.uint64(x.data.ptr if x is not None else 0) for x in xs]
+            grid = (programs, heads.stop - heads.start, 1)
+            scratch = launch(ck, grid, args + strides + tail, device=int(q3.device.id),
+                             stream=stream)  # fmt: skip
+            if scratch and _capturing(stream):
+                _captured_scratch.extend(scratch)  # a graph replay writes it: keep it
 
 
 def flash_attention(

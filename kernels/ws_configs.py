@@ -30,6 +30,11 @@ WS_ENV = "TRTDSL_ATTENTION_WS"
 USE_WS = True
 #: Query rows a CTA covers per consumer warpgroup: a CTA holds two.
 CONSUMERS = 2
+#: The head dims the kernel is written for.
+HEAD_DIMS: tuple[int, ...] = (64, 128)
+#: Bytes of global scratch one program needs: five in-kernel TMA descriptors (the loader's q,
+#: k, v and each consumer's o).
+SCRATCH_PER_PROGRAM = 5 * 128
 
 
 @dataclass(frozen=True)

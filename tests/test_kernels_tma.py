@@ -305,6 +305,14 @@ class FakeArray:
         self.data = SimpleNamespace(ptr=ptr)
         self.device = SimpleNamespace(id=0)
 
+    def __getitem__(self, heads: slice) -> FakeArray:
+        """The heads ``heads`` (a slice of the first dim), as CuPy's basic slicing gives."""
+        start, stop, step = heads.indices(self.shape[0])
+        assert step == 1
+        st = tuple(x // self.itemsize for x in self.strides)
+        ptr = self.data.ptr + start * self.strides[0]
+        return FakeArray((stop - start,) + tuple(self.shape[1:]), st, ptr, self.itemsize)
+
 
 def qkvo(sq: int = 300, sk: int = 200, d: int = 128, **kw: Any) -> tuple:
     return (

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from kernel_modules import ROOT, module, needs_triton
 from test_kernels_tma import FakeArray, qkvo
@@ -208,6 +209,9 @@ def test_takes_ws_follows_pick_ws(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not A.takes_ws(Reshapable((4, 300, 128), "float32"), k, k, causal=False)
     monkeypatch.setenv(W.WS_ENV, "0")
     assert not A.takes_ws(q, k, k, causal=False)
+    monkeypatch.setenv(W.WS_ENV, "1")
+    host = np.zeros((4, 300, 128), np.float16)  # host arrays: never the kernel
+    assert not A.takes_ws(host, host, host, causal=False)
 
 
 def test_attention_forward_launches_the_ws_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,3 +281,102 @@ print("OK", importlib.import_module(pkg + ".ws_configs").ws_spec(128, "float16",
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "OK attention_fwd_ws" in out.stdout
+
+
+# ---- launch limits: heads past grid y, int32 offsets, 32-bit scratch offsets -------------
+
+
+def record_launches(monkeypatch: pytest.MonkeyPatch, scratch: int = 0) -> list[tuple]:
+    """Stub out compilation and launching; returns the list of (grid, args) launched."""
+    launches: list[tuple] = []
+    ck = type("CK", (), {"global_scratch_size": scratch})()
+    monkeypatch.setattr(A, "_kernel", lambda kind, *variant: ck)
+    monkeypatch.setattr(A, "_on_stream", lambda stream: __import__("contextlib").nullcontext())
+
+    def launch(ck: Any, grid: tuple, args: list, **kw: Any) -> list:
+        launches.append((grid, args))
+        return ["scratch"] if scratch else []
+
+    monkeypatch.setattr(A, "launch", launch)
+    return launches
+
+
+def test_heads_past_grid_y_run_as_several_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    launches = record_launches(monkeypatch)
+    monkeypatch.setattr(A, "MAX_GRID_Y", 2)
+    q, k, v, o = (FakeArray((5, s, 64)) for s in (300, 200, 200, 300))
+    lse = FakeArray((5, 300, 1), item=4)
+    A.attention_forward(q, k, v, o, lse, scale=0.1, causal=False, dtype="float16")
+    assert [grid for grid, _ in launches] == [(3, 2, 1), (3, 2, 1), (3, 1, 1)]
+    for i, (_, args) in enumerate(launches):  # each launch starts at its first head
+        want = [x.data.ptr + 2 * i * x.strides[0] for x in (q, k, v, o, lse)]
+        assert [int(a) for a in args[:5]] == want
+        assert [int(a) for a in args[5:]] == [int(a) for a in launches[0][1][5:]]
+
+
+@pytest.mark.parametrize(
+    "causal, q_off, k_off, shift",
+    [
+        (True, 7, 3, 4),
+        (True, 2**31 - 1, 0, 200),  # every key visible: the shift is clamped to Sk
+        (True, 2**30, -(2**30), 200),  # 2**31 would wrap in int32
+        (True, 0, 2**31 - 1, -300),  # no key visible: clamped to -Sq
+        (False, 123, 456, 0),  # offsets mean nothing without the causal mask
+    ],
+)
+def test_offsets_reach_the_kernel_as_a_clamped_shift(
+    monkeypatch: pytest.MonkeyPatch, causal: bool, q_off: int, k_off: int, shift: int
+) -> None:
+    launches = record_launches(monkeypatch)
+    q, k, v, o = qkvo(sq=300, sk=200, d=64)
+    A.attention_forward(q, k, v, o, None, scale=0.1, causal=causal, q_offset=q_off,
+                        k_offset=k_off, dtype="float16")  # fmt: skip
+    ((_, args),) = launches
+    assert [int(a) for a in args[13:17]] == [300, 200, shift, 0]
+
+
+def test_scratch_past_32_bit_offsets_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(W.WS_ENV, "1")
+    monkeypatch.setenv(T.TMA_ENV, "1")
+    q, k, v, o = qkvo(sq=300, sk=200)  # 3 programs x 4 heads for the ws tile (128 rows each)
+    assert A.pick_ws(q, k, v, o, "bfloat16", False, 0, 0) is not None
+    monkeypatch.setattr(A, "MAX_SCRATCH", 3 * 4 * W.SCRATCH_PER_PROGRAM - 1)
+    assert A.pick_ws(q, k, v, o, "bfloat16", False, 0, 0) is None
+    assert A.pick_tma(q, k, v, o, "bfloat16", False) is not None  # 3 x 4 x 512 bytes fit
+    monkeypatch.setattr(A, "MAX_SCRATCH", 3 * 4 * T.SCRATCH_PER_PROGRAM - 1)
+    assert A.pick_tma(q, k, v, o, "bfloat16", False) is None
+    launches = record_launches(monkeypatch, scratch=W.SCRATCH_PER_PROGRAM)
+    with pytest.raises(A.KernelArgumentError, match="32-bit scratch offsets"):
+        A.attention_forward(q, k, v, o, None, scale=0.1, causal=False, dtype="bfloat16",
+                            ws=W.WsConfig(64, 128, 2))  # fmt: skip
+    assert launches == []
+
+
+@pytest.mark.parametrize("capturing", [False, True])
+def test_scratch_of_a_captured_launch_is_kept(monkeypatch: pytest.MonkeyPatch, capturing: bool):
+    record_launches(monkeypatch, scratch=W.SCRATCH_PER_PROGRAM)
+    monkeypatch.setattr(A, "_capturing", lambda stream: capturing)
+    monkeypatch.setattr(A, "_captured_scratch", [])
+    q, k, v, o = qkvo()
+    A.attention_forward(q, k, v, o, None, scale=0.1, causal=False, dtype="bfloat16",
+                        ws=W.WsConfig(64, 128, 2))  # fmt: skip
+    assert A._captured_scratch == (["scratch"] if capturing else [])
+
+
+@pytest.mark.parametrize(
+    "d, kw, words",
+    [
+        (32, {}, ["head_dim (64, 128)", "got 32"]),
+        (128, {"tma": T.TmaConfig(128, 64, 8, 3)}, ["not both"]),
+    ],
+)
+def test_attention_forward_refuses_a_bad_ws_request(
+    monkeypatch: pytest.MonkeyPatch, d: int, kw: dict, words: list[str]
+) -> None:
+    monkeypatch.setattr(A, "_kernel", lambda *a: pytest.fail("compiled before the check"))
+    q, k, v, o = qkvo(d=d)
+    with pytest.raises(A.KernelArgumentError) as info:
+        A.attention_forward(q, k, v, o, None, scale=0.1, causal=False, dtype="bfloat16",
+                            ws=W.WsConfig(64, 128, 2), **kw)  # fmt: skip
+    for w in words:
+        assert w in str(info.value)
