@@ -8,10 +8,9 @@ the rank's work (8 heads x 128, bf16, full mask):
   (the kernel it picks: the warp-specialized one on an H200; what AllGather-KV computes; the
   floor for the block loop);
 - ``blocks + merge``: per block ``flash_attention`` writes a bf16 o and the lse and the merge
-  kernel folds the bf16 o into the float32 state (Ring's path where the warp-specialized
-  kernel takes the blocks);
-- ``blocks, in-kernel``: ``flash_attention_into`` (the TMA kernel's epilogue folds each block
-  into the float32 state: no bf16 partial, no merge kernel; Ring's path otherwise);
+  kernel folds the bf16 o into the float32 state;
+- ``blocks, in-kernel``: ``flash_attention_into`` (the kernel's epilogue folds each block into
+  the float32 state: no bf16 partial, no merge kernel; Ring's path);
 - with ``--cudnn``: the same rank work through the cuDNN engine (one call; blocks + the merge
   kernel taking its bf16 o directly).
 

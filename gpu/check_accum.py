@@ -3,7 +3,9 @@ writes, then merges into, a float32 running (o, lse)), run by ``gpu/check_kernel
 
 Each case chains two or three K/V blocks (the first with ``first=True``) into NaN-poisoned
 float32 state that is the head of a longer NaN buffer (the tail must stay NaN), on the pointer
-kernel (``TRTDSL_ATTENTION_TMA=0``) and the TMA one (``=1``; the table's tile where it has one),
+kernel (``TRTDSL_ATTENTION_TMA=0``), the TMA one (``=1``; the table's tile where it has one)
+and the warp-specialized one (``TRTDSL_ATTENTION_WS=1``: each block on it where it applies,
+else on the TMA kernel),
 fp16/bf16 x head_dim 64/128 x full/causal x shapes whose blocks hold rows that see no key (in
 one block, in all of them) and lengths that are not block multiples; checked against float64
 attention over all the blocks' keys at their positions (O within ``TOL_O``: only p is rounded,
@@ -15,6 +17,7 @@ the error of the previous path (per block ``flash_attention`` in q's dtype, cast
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -84,10 +87,23 @@ def _previous_path(ctx: Any, K: Any, gq: Any, gblocks: list, scale: float, causa
     return ctx.cp.asnumpy(acc[0]).astype(np.float64)
 
 
+def expected_kinds(K: Any, kernel: str, dtype: str, d: int, causal: bool, shape: tuple) -> list:
+    """The kernel kind ``flash_attention_into`` must launch for each block of ``shape`` with
+    the switches of ``kernel`` ("pointer", "tma" or "ws")."""
+    T = importlib.import_module(K.__name__ + ".tma_configs")
+    W = importlib.import_module(K.__name__ + ".ws_configs")
+    _, _, q_off, blocks = shape
+    tma = "tma" if kernel != "pointer" and T.tma_config(d, dtype, causal) else "attn"
+    if kernel != "ws" or W.ws_config(d, dtype, causal) is None:
+        return [tma] * len(blocks)
+    return ["ws" if W.ws_call_ok(causal, q_off, off, n) else tma for n, off in blocks]
+
+
 def check_accum_case(ctx: Any, K: Any, rng: np.random.Generator, kernel: str, dtype: str, d: int,
                      causal: bool, shape: tuple, stream: Any = None) -> float | None:  # fmt: skip
-    """One chain of blocks through flash_attention_into vs the float64 reference; returns the
-    ratio of its O error to the previous path's (None on a failure)."""
+    """One chain of blocks through flash_attention_into vs the float64 reference (``kernel``:
+    the switches, see ``expected_kinds``); returns the ratio of its O error to the previous
+    path's (None on a failure)."""
     cp = ctx.cp
     lead, sq, q_off, blocks = shape
     bh = int(np.prod(lead))
@@ -129,9 +145,9 @@ def check_accum_case(ctx: Any, K: Any, rng: np.random.Generator, kernel: str, dt
         cp.count_nonzero(~cp.isnan(l_buf[n_l:]))
     )
     ok = ok and tails == 0
-    want_kind = "tma" if kernel == "tma" else "attn"
     modes = [(kind, variant[-1]) for kind, variant in ctx.variants]
-    ok = ok and modes == [(want_kind, 1)] + [(want_kind, 2)] * (len(blocks) - 1)
+    kinds = expected_kinds(K, kernel, dtype, d, causal, shape)
+    ok = ok and modes == [(k, 1 if i == 0 else 2) for i, k in enumerate(kinds)]
     e_old = rel(_previous_path(ctx, K, gq, gblocks, scale, causal, q_off, dtype), ref_o)
     on = "" if stream is None else f" stream={type(stream).__name__}"
     ctx.record(ok, f"accum[{kernel}{on}] {dtype} lead={lead} Sq={sq} D={d} causal={causal} "
@@ -143,27 +159,28 @@ def check_accum_case(ctx: Any, K: Any, rng: np.random.Generator, kernel: str, dt
 
 def check_accumulate(ctx: Any, K: Any, T: Any, rng: np.random.Generator, quick: bool) -> None:
     """Every case on the pointer kernel, then with the TMA switch on (the table's TMA tile
-    where it has one, else the pointer kernel again), plus a side-stream case; prints the
-    median ratio of the O errors (this path / the previous one) per dtype."""
+    where it has one, else the pointer kernel again), then with the warp-specialized switch on
+    too, plus side-stream cases; prints the median ratio of the O errors (this path / the
+    previous one) per dtype."""
+    W = importlib.import_module(K.__name__ + ".ws_configs")
     ratios: dict[str, list[float]] = {"float16": [], "bfloat16": []}
-    saved = os.environ.get(T.TMA_ENV)
+    saved = {name: os.environ.get(name) for name in (T.TMA_ENV, W.WS_ENV)}
     try:
-        for switch in ("0", "1"):
-            os.environ[T.TMA_ENV] = switch
+        for kernel, tma_on, ws_on in (("pointer", "0", "0"), ("tma", "1", "0"), ("ws", "1", "1")):
+            os.environ[T.TMA_ENV], os.environ[W.WS_ENV] = tma_on, ws_on
             for dtype in ("float16", "bfloat16"):
                 for d in (64, 128):
                     for causal in (False, True):
-                        tma = switch == "1" and T.tma_config(d, dtype, causal) is not None
                         for shape in SHAPES[:2] if quick else SHAPES:
-                            _run(ctx, K, rng, "tma" if tma else "pointer", dtype, d, causal,
-                                 shape, ratios)  # fmt: skip
-        side = ctx.cp.cuda.Stream(non_blocking=True)
-        _run(ctx, K, rng, "tma", "bfloat16", 128, True, SHAPES[0], ratios, stream=side)
+                            _run(ctx, K, rng, kernel, dtype, d, causal, shape, ratios)
+            side = ctx.cp.cuda.Stream(non_blocking=True)
+            _run(ctx, K, rng, kernel, "bfloat16", 128, True, SHAPES[0], ratios, stream=side)
     finally:
-        if saved is None:
-            os.environ.pop(T.TMA_ENV, None)
-        else:
-            os.environ[T.TMA_ENV] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     for dtype, r in ratios.items():
         med = float(np.median(r)) if r else float("nan")
         print(f"accumulate {dtype}: median o_err ratio (in-kernel / previous path) {med:.2f} "

@@ -12,8 +12,8 @@ Three kernels compute it, the first that applies running:
    arrays qualify;
 3. the pointer one (``attention_fwd``, tiles in ``configs.py``): every other call.
 
-``flash_attention_into`` runs the TMA or pointer kernel with a float32 epilogue that writes or
-merges into a running (o, lse) state: Ring attention over K/V blocks, no merge kernel.
+``flash_attention_into`` picks among the same kernels, run with a float32 epilogue that writes
+or merges into a running (o, lse) state: Ring attention over K/V blocks, no merge kernel.
 """
 
 from __future__ import annotations
@@ -155,17 +155,6 @@ def pick_ws(
     return cfg if tma_qualifies(q3, k3, v3, o) else None
 
 
-def takes_ws(q: Any, k: Any, v: Any, *, causal: bool, q_offset: int = 0, k_offset: int = 0) -> bool:
-    """Whether ``flash_attention`` would run the warp-specialized kernel on these CuPy arrays
-    (q [..., H, Sq, D], k/v [..., H, Sk, D] as given; its o is made aligned): for callers that
-    choose between it and ``flash_attention_into`` (Ring's blocks)."""
-    if any(isinstance(x, np.ndarray) for x in (q, k, v)):
-        return False  # host arrays (stand-ins for device ones): the kernel cannot take them
-    q3, k3, v3 = (x.reshape((-1,) + tuple(x.shape[-2:])) for x in (q, k, v))
-    dtype = str(q.dtype)
-    return pick_ws(q3, k3, v3, None, dtype, bool(causal), q_offset, k_offset) is not None
-
-
 def _on_stream(stream: Any) -> Any:
     """A context with ``stream`` as CuPy's current stream (a no-op for None): the scratch the
     launcher takes from CuPy's pool, freed when the launch returns, is then reused only by
@@ -213,8 +202,8 @@ def attention_forward(
     or None. ``config`` overrides the pointer kernel's table (for tuning sweeps); ``tma`` runs
     the TMA kernel with that tile instead (strides then need only be multiples of 16 bytes;
     KernelArgumentError if the arrays cannot be TMA descriptors); ``ws`` runs the
-    warp-specialized kernel with that tile (the TMA conditions, ``accum`` 0, and for causal
-    calls ``q_offset >= k_offset``). ``accum``
+    warp-specialized kernel with that tile (the TMA conditions, and for causal calls
+    ``q_offset >= k_offset``). ``accum``
     (``configs.ACCUM_MODES``) 1 writes, 2 merges into, a float32 running state: o then float32
     C-contiguous, lse required. More than :data:`MAX_GRID_Y` heads run as several launches;
     causal offsets reach the kernel as the equivalent (clamped shift, 0), so no int32
@@ -244,13 +233,13 @@ def attention_forward(
                 f"the warp-specialized attention kernel takes head_dim "
                 f"{ws_configs.HEAD_DIMS}, got {d}"
             )
-        if accum != ACCUM_NONE or not ws_call_ok(causal, q_offset, k_offset, k3.shape[1]):
+        if not ws_call_ok(causal, q_offset, k_offset, k3.shape[1]):
             raise KernelArgumentError(
-                f"the warp-specialized attention kernel writes O in q's dtype (accum 0, got "
-                f"{accum}) and needs a key and, when causal, q_offset >= k_offset; got Sk "
-                f"{k3.shape[1]}, causal {causal}, q_offset {q_offset}, k_offset {k_offset}"
+                f"the warp-specialized attention kernel needs a key and, when causal, q_offset "
+                f">= k_offset (every row sees a key); got Sk {k3.shape[1]}, causal {causal}, "
+                f"q_offset {q_offset}, k_offset {k_offset}"
             )
-        ck, block_m = _kernel("ws", d, dtype, bool(causal), ws), ws.rows_per_cta
+        ck, block_m = _kernel("ws", d, dtype, bool(causal), ws, accum), ws.rows_per_cta
     elif tma is not None:
         ck, block_m = _kernel("tma", d, dtype, bool(causal), tma, accum), tma.block_m
     else:
@@ -367,10 +356,11 @@ def flash_attention_into(
     o3 = o_acc.reshape(p.bh, p.seq_q, p.head_dim)
     lse2 = lse_acc.reshape(p.bh, p.seq_q)
     with cp.cuda.Device(dev):
+        ws = pick_ws(q3, k3, v3, None, p.dtype, bool(causal), q_offset, k_offset)
         attention_forward(
             q3, k3, v3, o3, lse2, scale=scale, causal=causal, q_offset=q_offset,
-            k_offset=k_offset, dtype=p.dtype, stream=stream,
-            tma=pick_tma(q3, k3, v3, None, p.dtype, bool(causal)),
+            k_offset=k_offset, dtype=p.dtype, stream=stream, ws=ws,
+            tma=None if ws else pick_tma(q3, k3, v3, None, p.dtype, bool(causal)),
             accum=ACCUM_INIT if first else ACCUM_MERGE,
         )  # fmt: skip
     return o_acc, lse_acc

@@ -317,5 +317,9 @@ def all_specs() -> list[KernelSpec]:
     ]
     from .ws_configs import WS_CONFIGS, ws_spec  # imports this module
 
-    specs += [ws_spec(d, dt, c, cfg) for (d, dt, c), cfg in WS_CONFIGS.items()]
+    specs += [
+        ws_spec(d, dt, c, cfg, accum=a)
+        for (d, dt, c), cfg in WS_CONFIGS.items()
+        for a in ACCUM_MODES
+    ]
     return specs + norm_specs() + act_specs()

@@ -1,12 +1,17 @@
 """Gluon source of the warp-specialized Hopper (sm_90) attention forward ``attention_fwd_ws``.
 
-It takes the arguments of ``attention_fwd`` (``triton_attention.py``) minus ``ACCUM``, covers
-the same grid rows and gives the same results as its ``ACCUM`` 0 (O in Q's dtype, the LSE when
-``write_lse``), so the same host code and launcher call it:
+It takes the run-time arguments of ``attention_fwd`` (``triton_attention.py``), then its own
+constexprs with ``ACCUM`` last, covers the same grid rows and gives the same results in each
+``ACCUM`` epilogue, so the same host code and launcher call it:
 
-- ``Q`` [BH, Sq, D], ``K`` / ``V`` [BH, Sk, D] -> ``O`` [BH, Sq, D] (dtype of Q) and ``LSE``
-  [BH, Sq] (float32, contiguous, natural log). Q/K/V/O are bf16 or fp16, last stride 1, the
-  other strides in elements.
+- ``Q`` [BH, Sq, D], ``K`` / ``V`` [BH, Sk, D] -> ``O`` [BH, Sq, D] and ``LSE`` [BH, Sq]
+  (float32, contiguous, natural log). Q/K/V are bf16 or fp16, last stride 1, the other strides
+  in elements.
+- ``ACCUM`` 0: O in Q's dtype, the LSE when ``write_lse``. 1 ("init"): O float32 = acc / l and
+  the LSE, always. 2 ("merge"): the float32 O / LSE hold a running (o_prev, lse_prev) of the
+  rows, replaced by its merge with this call's result (``lse = logaddexp(lse_prev, lse_blk)``,
+  ``o = o_prev w_prev + (acc / l) w_blk``, both -inf: 0, -inf; ``_merge_weights``): Ring
+  attention folds its K/V blocks without a merge kernel. Rows past Sq are never touched.
 - Key ``j`` is visible to query row ``i`` iff ``j < Sk`` and, with ``CAUSAL``,
   ``j <= i + shift`` where ``shift = q_offset - k_offset`` (offsets unused otherwise).
   ``qk_scale`` is ``scale * log2(e)``: the softmax runs in base 2 with float32 accumulation.
@@ -27,19 +32,25 @@ bytes), ``k_empty`` / ``v_empty`` (count 2: each consumer arrives once the wgmma
 retired), ``turns`` (PINGPONG: the consumers take turns issuing their wgmma).
 
 Variants (constexpr): ``OVERLAP`` (the QK^T wgmma of block j runs with the PV wgmma of block
-j-1), ``PINGPONG`` (needs ``OVERLAP`` and not ``CAUSAL``), ``CAUSAL``, ``NUM_STAGES``, tiles.
+j-1), ``PINGPONG`` (needs ``OVERLAP`` and not ``CAUSAL``), ``CAUSAL``, ``NUM_STAGES``, tiles,
+``ACCUM`` (the epilogue).
 Key blocks visible to every row of a consumer run unmasked, blocks crossing the diagonal or
 the end of K masked, invisible ones are skipped; with ``CAUSAL`` the longest rows go first.
 
 TMA descriptors are made in the kernel: per program one 2-D [S, D] descriptor per tensor over
-its head's slab, by the warps that use it (the loader: Q, K, V; each consumer: its O), 5 x 128
-bytes of global scratch (the launcher passes ``grid size * global_scratch_size`` bytes). They
-clip at Sq / Sk: loads past the end read zeros (keys there are masked out of the scores, rows
-there are computed but not stored) and the O store drops rows past Sq.
+its head's slab, by the warps that use it (the loader: Q, K, V; with ``ACCUM`` 0 each consumer
+its O), so ``global_scratch_size`` is 5 x 128 = 640 bytes with ``ACCUM`` 0 and 3 x 128 = 384
+with ``ACCUM`` 1/2 (the launcher passes ``grid size * global_scratch_size`` bytes). They clip
+at Sq / Sk: loads past the end read zeros (keys there are masked out of the scores, rows there
+are computed but not stored) and the O store drops rows past Sq. ``ACCUM`` 1/2 load / store the
+float32 O by pointers straight from the wgmma accumulator's registers (2 contiguous floats a
+thread: 8-byte accesses filling whole 32-byte sectors), masked to rows < Sq; a consumer whose
+rows all lie past Sq stores nothing.
 
 Preconditions (the host checks them): HEAD_DIM 64 or 128; each head's Q/K/V/O base 16-byte
 aligned and ``stride_qm`` / ``stride_kn`` / ``stride_vn`` / ``stride_om`` multiples of 16
-bytes (TMA); Sq >= 1, Sk >= 1; with ``CAUSAL``, ``shift >= 0``, so every row sees key 0 and no
+bytes (TMA; the float32 O of ``ACCUM`` 1/2 too: its row offsets are declared multiples of 4
+elements); Sq >= 1, Sk >= 1; with ``CAUSAL``, ``shift >= 0``, so every row sees key 0 and no
 row is empty (rows without a visible key would get O = 0 and LSE = -inf, as in
 ``attention_fwd``).
 
@@ -332,14 +343,65 @@ def _store_tile(acc, m_i, l_i, m0, rows, q_tile, o_desc, lse_head, seq_q, write_
 
 
 @gluon_jit
+def _merge_weights(lse1, lse2):
+    """``triton_attention._merge_weights``: ``(w1, w2, lse)`` of merging two partial results
+    with natural-log LSEs ``lse1`` / ``lse2`` (per row): ``lse = logaddexp(lse1, lse2)``,
+    ``w_i = exp(lse_i - lse)``; rows where both are -inf get ``w1 = w2 = 0``, ``lse = -inf``."""
+    m = gl.maximum(lse1, lse2)
+    m = gl.where(m == float("-inf"), 0.0, m)
+    w1 = gl.exp(lse1 - m)
+    w2 = gl.exp(lse2 - m)
+    s = w1 + w2
+    empty = s == 0.0
+    s_safe = gl.where(empty, 1.0, s)
+    return w1 / s_safe, w2 / s_safe, gl.where(empty, float("-inf"), m + gl.log(s_safe))
+
+
+@gluon_jit
+def _accum_tile(acc, m_i, l_i, m0, O, o_head, stride_om, lse_head, seq_q,
+                ACCUM: gl.constexpr):  # fmt: skip
+    """``ACCUM`` 1/2 epilogue of rows [m0, m0 + BLOCK_M) < seq_q (nothing when m0 >= seq_q), by
+    pointers in the accumulator's own layout (a thread holds 2 contiguous floats per row and
+    8-column group: 8-byte accesses, whole 32-byte sectors). ``O`` float32, the head's rows from
+    element ``o_head`` on, ``stride_om`` apart (both multiples of 4: 16-byte rows). ``ACCUM`` 1:
+    O = acc / l and the LSE. 2: O / LSE hold a running (o_prev, lse_prev), replaced by their
+    merge with this block as in ``triton_attention._store_rows``: lse = logaddexp(lse_prev,
+    lse_blk), O = o_prev w_prev + acc (w_blk / l); rows where both are -inf get 0, -inf."""
+    HEAD_DIM: gl.constexpr = acc.type.shape[1]
+    row_layout: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
+    if m0 < seq_q:  # else the whole tile lies past Sq
+        rows = m0 + gl.arange(0, acc.type.shape[0], layout=row_layout)
+        in_q = rows < seq_q
+        l_row = gl.convert_layout(l_i, row_layout)
+        empty = l_row == 0.0
+        l_safe = gl.where(empty, 1.0, l_row)
+        m_row = gl.convert_layout(m_i, row_layout)
+        lse_blk = gl.where(empty, float("-inf"), (m_row + gl.log2(l_safe)) * _LN2)
+        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc.type.layout))
+        o_rows = gl.multiple_of(o_head + rows.to(gl.int64) * stride_om, 4)  # 16-byte rows
+        o_ptrs = O + (gl.expand_dims(o_rows, 1) + gl.expand_dims(cols, 0))
+        o_mask = gl.expand_dims(in_q, 1)
+        if ACCUM == 1:
+            gl.store(o_ptrs, acc / gl.expand_dims(l_safe, 1), mask=o_mask)
+            gl.store(lse_head + rows, lse_blk, mask=in_q)
+        else:
+            lse_prev = gl.load(lse_head + rows, mask=in_q, other=float("-inf"))
+            w_prev, w_blk, lse = _merge_weights(lse_prev, lse_blk)
+            o_prev = gl.load(o_ptrs, mask=o_mask, other=0.0)
+            o = o_prev * gl.expand_dims(w_prev, 1) + acc * gl.expand_dims(w_blk / l_safe, 1)
+            gl.store(o_ptrs, o, mask=o_mask)
+            gl.store(lse_head + rows, lse, mask=in_q)
+
+
+@gluon_jit
 def _consumer(q_smem, q_bars, ring, turns, O, LSE, bh, stride_ob, stride_om, m_cta, n_blocks,
               seq_q, seq_k, shift, qk_scale, write_lse, CID: gl.constexpr,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, OVERLAP: gl.constexpr,
-              PINGPONG: gl.constexpr):  # fmt: skip
+              PINGPONG: gl.constexpr, ACCUM: gl.constexpr):  # fmt: skip
     """Consumer CID, query rows [m0, m0 + BLOCK_M) with m0 = m_cta + CID * BLOCK_M: unmasked
     key blocks, masked ones, the drain of blocks only the other consumer needs, the epilogue.
-    Its O descriptor is made while its Q tile loads."""
+    ``ACCUM`` 0: its O descriptor is made while its Q tile loads (1/2 store O by pointers)."""
     row_layout: gl.constexpr = gl.SliceLayout(1, _mma_layout(BLOCK_N))
     m0 = m_cta + CID * BLOCK_M
     q_tile = q_smem.index(CID)
@@ -349,7 +411,8 @@ def _consumer(q_smem, q_bars, ring, turns, O, LSE, bh, stride_ob, stride_om, m_c
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=_mma_layout(HEAD_DIM))
     n_full, n_mine = _key_blocks(m0, seq_k, shift, BLOCK_M, BLOCK_N, CAUSAL)
-    o_desc = _head_desc(O, bh, stride_ob, stride_om, seq_q, BLOCK_M, HEAD_DIM)
+    if ACCUM == 0:
+        o_desc = _head_desc(O, bh, stride_ob, stride_om, seq_q, BLOCK_M, HEAD_DIM)
 
     mbarrier.wait(q_bars.index(CID), 0)
     acc, m_i, l_i = _run_blocks(
@@ -365,7 +428,11 @@ def _consumer(q_smem, q_bars, ring, turns, O, LSE, bh, stride_ob, stride_om, m_c
     )  # fmt: skip
     if CAUSAL:
         _drain(ring, n_mine, n_blocks, NUM_STAGES)
-    _store_tile(acc, m_i, l_i, m0, rows, q_tile, o_desc, LSE + bh * seq_q, seq_q, write_lse)
+    if ACCUM == 0:
+        _store_tile(acc, m_i, l_i, m0, rows, q_tile, o_desc, LSE + bh * seq_q, seq_q, write_lse)
+    else:
+        _accum_tile(acc, m_i, l_i, m0, O, bh * stride_ob, stride_om, LSE + bh * seq_q, seq_q,
+                    ACCUM)  # fmt: skip
 
 
 # -- kernel -------------------------------------------------------------------------------------
@@ -397,14 +464,18 @@ def attention_fwd_ws(
     CAUSAL: gl.constexpr,
     OVERLAP: gl.constexpr,
     PINGPONG: gl.constexpr,
+    ACCUM: gl.constexpr,
 ):
     """Grid (cdiv(Sq, 2 * BLOCK_M), BH), ``num_warps=4``: a program computes 2 x BLOCK_M query
     rows of one (batch, head), see the module docstring. Strides are i64, ``seq_*``, offsets
-    and ``write_lse`` i32, ``qk_scale`` fp32; ``LSE`` is written only if ``write_lse != 0``."""
+    and ``write_lse`` i32, ``qk_scale`` fp32. ``ACCUM`` 0: O in Q's dtype, ``LSE`` written only
+    if ``write_lse != 0``; 1 / 2: O float32 (``*fp32``), ``LSE`` always written (``write_lse``
+    unused), 1 the block's result, 2 its merge into the running (O, LSE)."""
     gl.static_assert(HEAD_DIM == 64 or HEAD_DIM == 128, "HEAD_DIM must be 64 or 128")
     gl.static_assert(
         not PINGPONG or (OVERLAP and not CAUSAL), "PINGPONG needs OVERLAP and not CAUSAL"
     )
+    gl.static_assert(ACCUM == 0 or ACCUM == 1 or ACCUM == 2, "ACCUM must be 0, 1 or 2")
     dtype: gl.constexpr = Q.dtype.element_ty
     pid_m = gl.program_id(0)
     if CAUSAL:  # the longest rows first, so the short ones fill the last wave
@@ -444,10 +515,10 @@ def attention_fwd_ws(
         [
             (_consumer, (q_smem, q_bars, ring, turns, O, LSE, bh, stride_ob, stride_om, m_cta,
                          n_blocks, seq_q, seq_k, shift, qk_scale, write_lse, 0, BLOCK_M,
-                         BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, OVERLAP, PINGPONG)),
+                         BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, OVERLAP, PINGPONG, ACCUM)),
             (_consumer, (q_smem, q_bars, ring, turns, O, LSE, bh, stride_ob, stride_om, m_cta,
                          n_blocks, seq_q, seq_k, shift, qk_scale, write_lse, 1, BLOCK_M,
-                         BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, OVERLAP, PINGPONG)),
+                         BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, OVERLAP, PINGPONG, ACCUM)),
             (_loader, (Q, K, V, bh, strides, seq_q, seq_k, q_smem, q_bars, ring, m_cta,
                        n_blocks, BLOCK_M, BLOCK_N, HEAD_DIM, NUM_STAGES)),
         ],

@@ -9,9 +9,9 @@ tiles; ``overlap`` issues the next block's QK^T before the softmax of the curren
 ``flash_attention`` takes it when :func:`use_ws` says so (the module switch :data:`USE_WS`, or
 ``TRTDSL_ATTENTION_WS=1``/``0``), the variant has an entry in :data:`WS_CONFIGS` and the call
 qualifies (:func:`ws_call_ok`: TMA-compatible arrays, and for causal calls a query offset at or
-after the key offset, so every row sees a key); otherwise the TMA or pointer kernel runs. Its
-O is in q's dtype (no float32 accumulating epilogue): Ring merges its blocks with the merge
-kernel.
+after the key offset, so every row sees a key); otherwise the TMA or pointer kernel runs. Like
+the pointer kernel it has the ``ACCUM`` epilogues (``configs.ACCUM_MODES``: O in q's dtype, or a
+float32 running (O, LSE) written or merged into), so ``flash_attention_into`` takes it too.
 
     >>> spec = ws_spec(128, "bfloat16", causal=False)
     >>> spec.fn_name, spec.constexprs["PINGPONG"], spec.options["num_warps"]
@@ -22,7 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .configs import ATTENTION_STRIDES, DTYPES, TRITON_DTYPE, KernelSpec, env_switch
+from .configs import (
+    ACCUM_MODES,
+    ACCUM_NONE,
+    ATTENTION_STRIDES,
+    DTYPES,
+    TRITON_DTYPE,
+    KernelSpec,
+    env_switch,
+)
 
 #: Environment override of :data:`USE_WS` ("1" on, "0" off), read at each call.
 WS_ENV = "TRTDSL_ATTENTION_WS"
@@ -33,8 +41,9 @@ CONSUMERS = 2
 #: The head dims the kernel is written for.
 HEAD_DIMS: tuple[int, ...] = (64, 128)
 #: Bytes of global scratch one program needs: five in-kernel TMA descriptors (the loader's q,
-#: k, v and each consumer's o).
+#: k, v and each consumer's o); the accumulating epilogues store O by pointers (three).
 SCRATCH_PER_PROGRAM = 5 * 128
+SCRATCH_PER_PROGRAM_ACCUM = 3 * 128
 
 
 @dataclass(frozen=True)
@@ -110,22 +119,33 @@ def ws_call_ok(causal: bool, q_offset: int, k_offset: int, seq_k: int) -> bool:
     return seq_k > 0 and (not causal or q_offset >= k_offset)
 
 
-def ws_spec(head_dim: int, dtype: str, causal: bool, config: WsConfig | None = None) -> KernelSpec:
-    """Spec of ``attention_fwd_ws`` (``config`` overrides the table): the run-time signature of
-    ``attention_fwd`` (O in q's dtype), compiled with 4 warps a partition (12 in all). Only
-    the pointers are promised 16-byte aligned: the strides feed the TMA descriptors."""
+def ws_spec(
+    head_dim: int,
+    dtype: str,
+    causal: bool,
+    config: WsConfig | None = None,
+    accum: int = ACCUM_NONE,
+) -> KernelSpec:
+    """Spec of ``attention_fwd_ws`` (``config`` overrides the table; ``accum`` as in
+    ``configs.attention_spec``): the run-time signature of ``attention_fwd``, compiled with 4
+    warps a partition (12 in all). The pointers are promised 16-byte aligned; Q/K/V strides only
+    feed the TMA descriptors, while the accumulating epilogues' float32 O is contiguous with D a
+    multiple of 16, so its strides are promised too (16-byte stores)."""
     cfg = config or WS_CONFIGS[(head_dim, dtype, bool(causal))]
     if causal and cfg.pingpong:
         raise ValueError(f"{cfg.label}: pingpong is for full attention only")
+    if accum not in ACCUM_MODES:
+        raise KeyError(f"no attention epilogue ACCUM={accum!r}; use one of {ACCUM_MODES}")
     ty = TRITON_DTYPE[dtype]
-    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{ty}", "LSE": "*fp32"}
+    o_ty = ty if accum == ACCUM_NONE else "fp32"
+    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{o_ty}", "LSE": "*fp32"}
     sig.update({s: "i64" for s in ATTENTION_STRIDES})
     sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
     sig.update({"qk_scale": "fp32", "write_lse": "i32"})
     consts = {
         "HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
         "NUM_STAGES": cfg.num_stages, "CAUSAL": bool(causal), "OVERLAP": cfg.overlap,
-        "PINGPONG": cfg.pingpong,
+        "PINGPONG": cfg.pingpong, "ACCUM": accum,
     }  # fmt: skip
     sig.update({k: "constexpr" for k in consts})
     return KernelSpec(
@@ -133,21 +153,24 @@ def ws_spec(head_dim: int, dtype: str, causal: bool, config: WsConfig | None = N
         signature=sig,
         constexprs=consts,
         options={"num_warps": 4},
-        divisible=("Q", "K", "V", "O", "LSE"),
+        divisible=("Q", "K", "V", "O", "LSE")
+        + (() if accum == ACCUM_NONE else ("stride_ob", "stride_om")),
     )
 
 
 def ws_specs(head_dims: tuple[int, ...] = tuple(CANDIDATES)) -> list[KernelSpec]:
-    """The table's entries and every candidate x dtype x mask they allow (what CI compiles and
-    the sweep times)."""
+    """The table's entries in every epilogue and every candidate x dtype x mask they allow (what
+    CI compiles and the sweep times)."""
     specs: dict[str, KernelSpec] = {}
     for d in head_dims:
         for dt in DTYPES:
             for c in (False, True):
                 table = WS_CONFIGS.get((d, dt, c))
-                for cfg in ((table,) if table else ()) + CANDIDATES.get(d, ()):
+                variants = [(table, a) for a in ACCUM_MODES] if table else []
+                variants += [(cfg, ACCUM_NONE) for cfg in CANDIDATES.get(d, ())]
+                for cfg, accum in variants:
                     if c and cfg.pingpong:
                         continue
-                    spec = ws_spec(d, dt, c, cfg)
+                    spec = ws_spec(d, dt, c, cfg, accum)
                     specs.setdefault(repr(spec), spec)
     return list(specs.values())

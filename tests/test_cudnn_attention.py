@@ -650,7 +650,6 @@ def test_ring_accumulating_path_warns_of_a_missing_cudnn(monkeypatch, fake, engi
     monkeypatch.setitem(sys.modules, "cudnn", None)
     CA.reset()
     monkeypatch.setenv(AE.ENGINE_ENV, engine)
-    monkeypatch.setenv("TRTDSL_ATTENTION_WS", "0")  # the accumulating path, not ws + merge
     into: list = []
     monkeypatch.setattr(kernels, "flash_attention_into", lambda *a, **kw: into.append(kw))
     q, k, v = make(np.random.default_rng(18), (2,), 8, 8)

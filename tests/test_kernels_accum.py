@@ -34,6 +34,7 @@ A = module("attention")
 C = module("compile")
 CFG = module("configs")
 T = module("tma_configs")
+W = module("ws_configs")
 
 #: ||o - ref|| / ||ref||: only p is rounded (to the inputs' dtype, for the PV product); the
 #: float32 O is not (flash_attention's fp16/bf16 O: 2e-3 / 8e-3)
@@ -333,15 +334,16 @@ def test_flash_attention_into_needs_cupy_arrays_16_byte_aligned(
         assert w in str(info.value)
 
 
-@pytest.mark.parametrize("tma_on", [False, True])
+@pytest.mark.parametrize("tma_on, ws_on", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("first", [True, False])
 def test_flash_attention_into_launches_the_accumulating_variant(
-    first: bool, tma_on: bool, monkeypatch: pytest.MonkeyPatch
+    first: bool, tma_on: bool, ws_on: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from interp_host import dev
 
     _fake_cupy(monkeypatch)
     monkeypatch.setenv(T.TMA_ENV, "1" if tma_on else "0")
+    monkeypatch.setenv(W.WS_ENV, "1" if ws_on else "0")
     calls: list = []
 
     def fake_kernel(kind: str, *variant: Any) -> Any:
@@ -357,13 +359,16 @@ def test_flash_attention_into_launches_the_accumulating_variant(
     assert got[0] is o and got[1] is lse
     (kind, variant), (grid, args) = calls
     accum = CFG.ACCUM_INIT if first else CFG.ACCUM_MERGE
-    if tma_on:
+    if ws_on:  # causal with q_offset 7 >= k_offset 3: the warp-specialized kernel takes it
+        cfg = W.WS_CONFIGS[(128, "float16", True)]
+        assert kind == "ws" and variant == (128, "float16", True, cfg, accum)
+    elif tma_on:
         cfg = T.TMA_CONFIGS[(128, "float16", True)]
         assert kind == "tma" and variant == (128, "float16", True, cfg, accum)
     else:
         cfg = CFG.attention_config(128, "float16", True)
         assert kind == "attn" and variant == (128, "float16", True, None, accum)
-    assert grid == (math.ceil(40 / cfg.block_m), 6, 1)
+    assert grid == (math.ceil(40 / getattr(cfg, "rows_per_cta", cfg.block_m)), 6, 1)
     assert [int(a) for a in args[:5]] == [int(x.data.ptr) for x in (q, kv, kv, o, lse)]
     # strides in elements of each array: O's are float32 elements
     assert [int(a) for a in args[5:13]] == [40 * 128, 128] + [50 * 128, 128] * 2 + [40 * 128, 128]

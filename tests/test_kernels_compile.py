@@ -63,7 +63,8 @@ def test_every_variant_compiles_for_sm90(spec: CFG.KernelSpec, cache: Path) -> N
     # in-kernel TMA descriptors live in global scratch (the launcher provides it); the
     # accumulating epilogues store O by pointers (one descriptor fewer)
     tma = spec.fn_name == "attention_fwd_tma"
-    descriptors = (3 if spec.constexprs.get("ACCUM") else 4) if tma else 5 if ws else 0
+    descriptors = (3 if spec.constexprs.get("ACCUM") else 4) if tma else 0
+    descriptors = (3 if spec.constexprs["ACCUM"] else 5) if ws else descriptors
     assert ck.global_scratch_size == 128 * descriptors and ck.profile_scratch_size == 0
     if spec.fn_name == "attention_fwd":
         assert ck.shared > 0  # the K/V pipeline lives in shared memory

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from kernel_modules import ROOT, module, needs_triton
 from test_kernels_tma import FakeArray, qkvo
@@ -43,7 +42,7 @@ def spec_id(spec: CFG.KernelSpec) -> str:
     ty = next(iter(spec.signature.values()))
     cfg = W.WsConfig(c["BLOCK_M"], c["BLOCK_N"], c["NUM_STAGES"], c["OVERLAP"], c["PINGPONG"])
     mask = "causal" if c["CAUSAL"] else "full"
-    return f"{ty}-d{c['HEAD_DIM']}-{mask}-{cfg.label.replace(' ', '-')}"
+    return f"{ty}-d{c['HEAD_DIM']}-{mask}-{cfg.label.replace(' ', '-')}-accum{c['ACCUM']}"
 
 
 # ---- compilation -------------------------------------------------------------------------
@@ -59,8 +58,9 @@ def test_ws_variant_compiles_to_warp_specialized_code(spec: CFG.KernelSpec, tmp_
     assert ck.params == spec.runtime_params + ("global_scratch", "profile_scratch")
     assert 0 < ck.shared <= SMEM_LIMIT
     # in-kernel descriptors (128 bytes each) in per-program scratch: the loader's q, k, v and
-    # each consumer's o
-    assert ck.global_scratch_size == 5 * 128 and ck.profile_scratch_size == 0
+    # each consumer's o (the accumulating epilogues store O by pointers)
+    per_program = W.SCRATCH_PER_PROGRAM_ACCUM if spec.constexprs["ACCUM"] else W.SCRATCH_PER_PROGRAM
+    assert ck.global_scratch_size == per_program and ck.profile_scratch_size == 0
     assert ck.global_scratch_align <= 256  # CuPy's pool hands out 256-byte aligned blocks
     ptx = ck.ptx
     assert "cp.async.bulk.tensor" in ptx, "no TMA copies"
@@ -104,9 +104,16 @@ def test_ws_spec_matches_the_pointer_kernels_signature() -> None:
     assert spec.signature["O"] == "*bf16" and spec.signature["qk_scale"] == "fp32"
     assert spec.constexprs == {
         "HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 128, "NUM_STAGES": 3, "CAUSAL": True,
-        "OVERLAP": True, "PINGPONG": False,
+        "OVERLAP": True, "PINGPONG": False, "ACCUM": 0,
     }  # fmt: skip
     assert spec.options == {"num_warps": 4} and set(spec.divisible) == {"Q", "K", "V", "O", "LSE"}
+    merge = W.ws_spec(128, "bfloat16", True, W.WsConfig(64, 128, 3), accum=CFG.ACCUM_MERGE)
+    ref = CFG.attention_spec(128, "bfloat16", True, accum=CFG.ACCUM_MERGE)
+    assert merge.signature["O"] == ref.signature["O"] == "*fp32"  # the float32 running state
+    assert merge.runtime_params == ref.runtime_params and merge.constexprs["ACCUM"] == 2
+    assert {"stride_ob", "stride_om"} <= set(merge.divisible)
+    with pytest.raises(KeyError, match="ACCUM=3"):
+        W.ws_spec(128, "bfloat16", True, accum=3)
     with pytest.raises(ValueError, match="pingpong is for full attention"):
         W.ws_spec(128, "bfloat16", True, W.WsConfig(64, 128, 2, pingpong=True))
     with pytest.raises(KeyError):
@@ -189,31 +196,6 @@ def test_pick_ws_needs_switch_table_offsets_and_qualifying_arrays(
     assert A.pick_ws(q, k0, k0, o, "bfloat16", False, 0, 0) is None
 
 
-class Reshapable(FakeArray):
-    """A FakeArray that ``takes_ws`` can view as [BH, S, D] (and that has a dtype)."""
-
-    def __init__(self, shape: tuple, dtype: str = "bfloat16", **kw: Any) -> None:
-        super().__init__(shape, **kw)
-        self.dtype = dtype
-
-    def reshape(self, shape: tuple) -> Reshapable:
-        assert shape == (-1,) + tuple(self.shape[-2:])
-        return self
-
-
-def test_takes_ws_follows_pick_ws(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(W.WS_ENV, "1")
-    q, k = Reshapable((4, 300, 128)), Reshapable((4, 200, 128))
-    assert A.takes_ws(q, k, k, causal=True, q_offset=64, k_offset=0)
-    assert not A.takes_ws(q, k, k, causal=True, q_offset=0, k_offset=64)
-    assert not A.takes_ws(Reshapable((4, 300, 128), "float32"), k, k, causal=False)
-    monkeypatch.setenv(W.WS_ENV, "0")
-    assert not A.takes_ws(q, k, k, causal=False)
-    monkeypatch.setenv(W.WS_ENV, "1")
-    host = np.zeros((4, 300, 128), np.float16)  # host arrays: never the kernel
-    assert not A.takes_ws(host, host, host, causal=False)
-
-
 def test_attention_forward_launches_the_ws_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple] = []
 
@@ -228,7 +210,7 @@ def test_attention_forward_launches_the_ws_kernel(monkeypatch: pytest.MonkeyPatc
     A.attention_forward(q, k, v, o, None, scale=0.1, causal=True, q_offset=50, dtype="float16",
                         ws=ws)  # fmt: skip
     (kind, variant), (grid, args) = calls
-    assert kind == "ws" and variant == (64, "float16", True, ws)
+    assert kind == "ws" and variant == (64, "float16", True, ws, 0)  # 0: O in q's dtype
     assert grid == (math.ceil(300 / 128), 4, 1) and len(args) == 19  # two 64-row warpgroups
     assert [int(a) for a in args[5:13]] == [300 * 64, 64] + [200 * 64, 64] * 2 + [300 * 64, 64]
     assert [int(a) for a in args[13:17]] == [300, 200, 50, 0]
@@ -238,8 +220,8 @@ def test_attention_forward_launches_the_ws_kernel(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     "kw, words",
     [
-        ({"accum": 1}, ["accum 0", "got 1"]),  # no float32 epilogue
         ({"causal": True, "q_offset": 0, "k_offset": 8}, ["q_offset >= k_offset", "k_offset 8"]),
+        ({"causal": True, "accum": 2, "k_offset": 1}, ["every row sees a key", "q_offset 0"]),
     ],
 )
 def test_attention_forward_refuses_what_the_ws_kernel_cannot_do(

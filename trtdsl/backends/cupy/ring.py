@@ -12,13 +12,12 @@ to rank ``i + 1`` and receives rank ``i - 1``'s into the other of two buffers (o
   picks it); otherwise (float32, other head dims, ``use_kernels=False``) float32 attention
   from array ops, with the context's matmul (cuBLAS bound to the session's stream under
   ``cuda_graph=True``).
-- Running state: float32 (o, lse) per query piece. Where the TMA or pointer kernel runs a
-  block (``attention_engine`` picks Triton, the default, and the warp-specialized kernel does
-  not take it) it accumulates in the kernel's epilogue (``flash_attention_into``: the first
-  block writes the state, the others merge into it; no o in q's dtype, no separate merge);
-  otherwise (the warp-specialized kernel, which is faster even with the extra pass, or cuDNN)
-  the block's (o, lse) is merged into it by the Triton merge kernel where the head dim is a
-  kernel's, by array ops otherwise.
+- Running state: float32 (o, lse) per query piece. Where our kernels run a block
+  (``attention_engine`` picks Triton, the default) it accumulates in the kernel's epilogue
+  (``flash_attention_into``: the warp-specialized kernel where it applies, else the TMA or
+  pointer one; the first block writes the state, the others merge into it; no o in q's dtype,
+  no separate merge); otherwise the block's (o, lse) is merged into it by the Triton merge
+  kernel where the head dim is a kernel's, by array ops otherwise.
 - NCCL: the group's communicator of the world (``world.communicator(spec)`` with the region's
   broadcast spec: the same partition). A new input signature first agrees with every rank
   (``agree_on_collective``), so a mismatch fails instead of hanging.
@@ -138,16 +137,14 @@ class KernelBlockOps:
         q_offset: int, k_offset: int, first: bool,
     ) -> None:  # fmt: skip
         """The block accumulated in the Triton kernel's epilogue where ``attend`` would run
-        the TMA or pointer kernel (``attend``'s conditions, the engine selector picking
-        Triton, and the warp-specialized kernel not taking the call); else ``attend`` (the
-        warp-specialized kernel, cuDNN or array ops) then ``merge``."""
+        the Triton kernel (``attend``'s conditions, and the engine selector picking Triton);
+        else ``attend`` (cuDNN or array ops) then ``merge``."""
         kw = dict(scale=scale, causal=causal, q_offset=q_offset, k_offset=k_offset)
         if self._fused(q, scale) and _engine_runs_triton(q, k, v, **kw):
             from ...kernels import attention as kernels  # looked up per call: tests patch it
 
-            if not kernels.takes_ws(q, k, v, causal=causal, q_offset=q_offset, k_offset=k_offset):
-                kernels.flash_attention_into(q, k, v, acc_o, acc_lse, first=first, **kw)
-                return
+            kernels.flash_attention_into(q, k, v, acc_o, acc_lse, first=first, **kw)
+            return
         attend_then_merge(self, acc_o, acc_lse, q, k, v, first=first, **kw)
 
 
