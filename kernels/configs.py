@@ -101,6 +101,19 @@ def _attention_kernel_spec(
     )
 
 
+def attention_signature(dtype: str, accum: int = ACCUM_NONE) -> dict[str, str]:
+    """The run-time signature the attention forward kernels share (``attention_fwd``, its TMA
+    and warp-specialized variants): Q/K/V in ``dtype``, O in it too or float32 for the
+    accumulating epilogues, LSE float32, the strides, lengths, offsets, scale and LSE flag."""
+    ty = TRITON_DTYPE[dtype]
+    o_ty = ty if accum == ACCUM_NONE else "fp32"
+    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{o_ty}", "LSE": "*fp32"}
+    sig.update({s: "i64" for s in ATTENTION_STRIDES})
+    sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
+    sig.update({"qk_scale": "fp32", "write_lse": "i32"})
+    return sig
+
+
 def attention_spec(
     head_dim: int,
     dtype: str,
@@ -115,12 +128,7 @@ def attention_spec(
     '*fp32'
     """
     cfg = config or attention_config(head_dim, dtype, causal)
-    ty = TRITON_DTYPE[dtype]
-    o_ty = ty if accum == ACCUM_NONE else "fp32"
-    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{o_ty}", "LSE": "*fp32"}
-    sig.update({s: "i64" for s in ATTENTION_STRIDES})
-    sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
-    sig.update({"qk_scale": "fp32", "write_lse": "i32"})
+    sig = attention_signature(dtype, accum)
     return _attention_kernel_spec("attention_fwd", sig, cfg, head_dim, causal, accum)
 
 

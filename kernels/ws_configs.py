@@ -22,15 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .configs import (
-    ACCUM_MODES,
-    ACCUM_NONE,
-    ATTENTION_STRIDES,
-    DTYPES,
-    TRITON_DTYPE,
-    KernelSpec,
-    env_switch,
-)
+from .configs import ACCUM_MODES, ACCUM_NONE, DTYPES, KernelSpec, attention_signature, env_switch
 
 #: Environment override of :data:`USE_WS` ("1" on, "0" off), read at each call.
 WS_ENV = "TRTDSL_ATTENTION_WS"
@@ -136,12 +128,7 @@ def ws_spec(
         raise ValueError(f"{cfg.label}: pingpong is for full attention only")
     if accum not in ACCUM_MODES:
         raise KeyError(f"no attention epilogue ACCUM={accum!r}; use one of {ACCUM_MODES}")
-    ty = TRITON_DTYPE[dtype]
-    o_ty = ty if accum == ACCUM_NONE else "fp32"
-    sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}", "O": f"*{o_ty}", "LSE": "*fp32"}
-    sig.update({s: "i64" for s in ATTENTION_STRIDES})
-    sig.update({"seq_q": "i32", "seq_k": "i32", "q_offset": "i32", "k_offset": "i32"})
-    sig.update({"qk_scale": "fp32", "write_lse": "i32"})
+    sig = attention_signature(dtype, accum)
     consts = {
         "HEAD_DIM": head_dim, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n,
         "NUM_STAGES": cfg.num_stages, "CAUSAL": bool(causal), "OVERLAP": cfg.overlap,

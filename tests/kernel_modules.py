@@ -30,6 +30,17 @@ def module(name: str) -> ModuleType:
 
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fresh_triton_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Triton's own cache in a fresh folder, so each variant really compiles (import it into a
+    compiling test module: ``from kernel_modules import fresh_triton_cache``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_CACHE_DIR", str(tmp_path_factory.mktemp("triton-cache")))
+        yield
+
+
 needs_triton = pytest.mark.skipif(
     not HAS_TRITON, reason="triton is not importable here (pip install 'triton==3.6.*')"
 )

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kernel_modules import ROOT, K, module, needs_triton
+from kernel_modules import (
+    ROOT,
+    K,
+    fresh_triton_cache,  # noqa: F401  (autouse)
+    module,
+    needs_triton,
+)
 
 C = module("compile")
 CFG = module("configs")
@@ -25,14 +31,6 @@ PKG = K.__name__  # "trtdsl.kernels" or "kernels"
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kcache")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fresh_triton_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Triton's own cache in a fresh folder, so each variant really compiles (~20 s on 2 cores)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_CACHE_DIR", str(tmp_path_factory.mktemp("triton-cache")))
-        yield
 
 
 def spec_id(spec: CFG.KernelSpec) -> str:

@@ -20,7 +20,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_modules import ROOT, module, needs_triton
+from kernel_modules import (
+    ROOT,
+    fresh_triton_cache,  # noqa: F401  (autouse)
+    module,
+    needs_triton,
+)
 from strategies import examples
 
 A = module("attention")
@@ -30,14 +35,6 @@ R = module("reference")
 T = module("tma_configs")
 
 SMEM_LIMIT = 227 * 1024  # an H100/H200 block's opt-in shared memory
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fresh_triton_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Triton's own cache in a fresh folder, so each variant really compiles."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_CACHE_DIR", str(tmp_path_factory.mktemp("triton-cache")))
-        yield
 
 
 def spec_id(spec: CFG.KernelSpec) -> str:

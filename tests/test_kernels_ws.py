@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_modules import ROOT, module, needs_triton
+from kernel_modules import (
+    ROOT,
+    fresh_triton_cache,  # noqa: F401  (autouse)
+    module,
+    needs_triton,
+)
 from test_kernels_tma import FakeArray, qkvo
 
 A = module("attention")
@@ -27,14 +32,6 @@ T = module("tma_configs")
 W = module("ws_configs")
 
 SMEM_LIMIT = 227 * 1024  # an H100/H200 block's opt-in shared memory
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fresh_triton_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Triton's own cache in a fresh folder, so each variant really compiles."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_CACHE_DIR", str(tmp_path_factory.mktemp("triton-cache")))
-        yield
 
 
 def spec_id(spec: CFG.KernelSpec) -> str:
