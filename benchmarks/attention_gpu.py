@@ -45,7 +45,7 @@ try:
     import trtdsl.kernels as K
     from trtdsl.kernels import tma_configs as TC
     from trtdsl.kernels import ws_configs as WC
-    from trtdsl.kernels.attention import attention_forward, pick_tma, pick_ws
+    from trtdsl.kernels.attention import attention_forward, pick_tiles
     from trtdsl.kernels.compile import compile_kernel
     from trtdsl.kernels.configs import AttentionConfig, KernelSpec, attention_config, attention_spec
 except ImportError:  # run from a checkout where kernels/ is not installed under trtdsl
@@ -53,7 +53,7 @@ except ImportError:  # run from a checkout where kernels/ is not installed under
     import kernels as K
     from kernels import tma_configs as TC
     from kernels import ws_configs as WC
-    from kernels.attention import attention_forward, pick_tma, pick_ws
+    from kernels.attention import attention_forward, pick_tiles
     from kernels.compile import compile_kernel
     from kernels.configs import AttentionConfig, KernelSpec, attention_config, attention_spec
 
@@ -120,9 +120,7 @@ class Problem:
 
     def picked(self, causal: bool) -> tuple[str, Callable[[], None]]:
         """(kind, run) of the kernel ``flash_attention`` picks for this problem."""
-        qkv = (self.cq, self.ck, self.cv)
-        ws = pick_ws(*qkv, self.o, self.dtype, causal, 0, 0)
-        tma = None if ws else pick_tma(*qkv, self.o, self.dtype, causal)
+        ws, tma = pick_tiles(self.cq, self.ck, self.cv, self.o, self.dtype, causal, 0, 0)
         kind = "ws" if ws else "tma" if tma else "pointer"
         return kind, self.ours(causal, tma=tma, ws=ws)
 

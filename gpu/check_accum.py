@@ -87,16 +87,24 @@ def _previous_path(ctx: Any, K: Any, gq: Any, gblocks: list, scale: float, causa
     return ctx.cp.asnumpy(acc[0]).astype(np.float64)
 
 
-def expected_kinds(K: Any, kernel: str, dtype: str, d: int, causal: bool, shape: tuple) -> list:
-    """The kernel kind ``flash_attention_into`` must launch for each block of ``shape`` with
-    the switches of ``kernel`` ("pointer", "tma" or "ws")."""
+def expected_kind(
+    K: Any, kernel: str, dtype: str, d: int, causal: bool, q_off: int, k_off: int, sk: int
+) -> str:
+    """The kernel kind ("ws", "tma" or "attn": ``attention._kernel``'s) the attention entry
+    points must launch for one call with the switches of ``kernel`` ("pointer": both off,
+    "tma": TMA on, "ws": both on), from the tile tables and the warp-specialized kernel's call
+    conditions."""
     T = importlib.import_module(K.__name__ + ".tma_configs")
     W = importlib.import_module(K.__name__ + ".ws_configs")
+    if kernel == "ws" and W.ws_config(d, dtype, causal) and W.ws_call_ok(causal, q_off, k_off, sk):
+        return "ws"
+    return "tma" if kernel != "pointer" and T.tma_config(d, dtype, causal) else "attn"
+
+
+def expected_kinds(K: Any, kernel: str, dtype: str, d: int, causal: bool, shape: tuple) -> list:
+    """``expected_kind`` for each block of ``shape`` (chained by ``flash_attention_into``)."""
     _, _, q_off, blocks = shape
-    tma = "tma" if kernel != "pointer" and T.tma_config(d, dtype, causal) else "attn"
-    if kernel != "ws" or W.ws_config(d, dtype, causal) is None:
-        return [tma] * len(blocks)
-    return ["ws" if W.ws_call_ok(causal, q_off, off, n) else tma for n, off in blocks]
+    return [expected_kind(K, kernel, dtype, d, causal, q_off, off, n) for n, off in blocks]
 
 
 def check_accum_case(ctx: Any, K: Any, rng: np.random.Generator, kernel: str, dtype: str, d: int,

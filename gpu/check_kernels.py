@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from check_accum import check_accumulate  # gpu/check_accum.py (this folder)
+from check_accum import check_accumulate, expected_kind  # gpu/check_accum.py (this folder)
 from check_support import GpuCheck, check_args  # gpu/check_support.py (this folder)
 
 try:
@@ -284,35 +284,6 @@ def attention_cases(quick: bool) -> list[tuple]:
     return cases
 
 
-def check_tma(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
-    """The attention cases through flash_attention with the TMA switch on (the pointer kernel
-    where the table has no TMA tile), then every TMA tile on strided views."""
-    os.environ[T.TMA_ENV] = "1"
-    try:
-        for case in attention_cases(quick):
-            kernel = "tma" if T.tma_config(case[4], case[0], case[5]) else "pointer"
-            try:
-                check_attention_case(ctx, rng, *case, kernel=kernel)
-            except Exception as e:
-                ctx.record(False, f"attn[tma switch] {case}: {type(e).__name__}: {e}")
-        # another stream than CuPy's current one (its scratch must be ordered on that stream)
-        side = ctx.cp.cuda.Stream(non_blocking=True)
-        for stream in (side, side.ptr):
-            case = ("bfloat16", (1, 3), 257, 391, 128, True, 100, 37, True)
-            try:
-                check_attention_case(ctx, rng, *case, kernel="tma", stream=stream)
-            except Exception as e:
-                ctx.record(False, f"attn[tma stream] {case}: {type(e).__name__}: {e}")
-    finally:
-        os.environ[T.TMA_ENV] = "0"
-    for dtype, cfg, d, causal, shape, pad in tma_tile_cases(quick):
-        try:
-            check_tile(ctx, rng, dtype, cfg, d, causal, shape, pad)
-        except Exception as e:
-            ctx.record(False, f"tma {cfg.label} {dtype} D={d} causal={causal} {shape}: "
-                       f"{type(e).__name__}: {e}")  # fmt: skip
-
-
 def ws_tile_cases(quick: bool) -> list[tuple]:
     """(dtype, cfg, D, causal, (BH, Sq, Sk, q_off, k_off), pad) for every warp-specialized
     tile (the table's only, with ``quick``): ragged lengths, causal shifts >= 0 (Sk = Sq +
@@ -332,35 +303,45 @@ def ws_tile_cases(quick: bool) -> list[tuple]:
     return cases
 
 
-def check_ws(ctx: Ctx, rng: np.random.Generator, quick: bool) -> None:
-    """The attention cases through flash_attention with the warp-specialized switch on (the
-    TMA or pointer kernel where it does not apply), a side stream, then every tile directly."""
-    os.environ[W.WS_ENV], os.environ[T.TMA_ENV] = "1", "1"
+#: Per kernel whose switch a pass turns on: (its environment variables, the tile cases, a
+#: causal case for the side-stream runs that the kernel takes).
+SWITCHED = {
+    "tma": ((T.TMA_ENV,), tma_tile_cases, ("bfloat16", (1, 3), 257, 391, 128, True, 100, 37, True)),
+    "ws": ((W.WS_ENV, T.TMA_ENV), ws_tile_cases,
+           ("bfloat16", (1, 3), 257, 391, 128, True, 200, 37, True)),
+}  # fmt: skip
+
+
+def check_switched(ctx: Ctx, rng: np.random.Generator, quick: bool, kernel: str) -> None:
+    """The attention cases through flash_attention with ``kernel``'s switches on (each call
+    must take the kernel ``check_accum.expected_kind`` names: another where ``kernel`` does not
+    apply), the side-stream case on another stream than CuPy's current one (its scratch must
+    be ordered on that stream), then every tile of ``kernel`` directly on strided views."""
+    envs, tile_cases, stream_case = SWITCHED[kernel]
+    for env in envs:
+        os.environ[env] = "1"
     try:
         for case in attention_cases(quick):
             dtype, _, _, sk, d, causal, qo, ko, _ = case
-            if W.ws_config(d, dtype, causal) and W.ws_call_ok(causal, qo, ko, sk):
-                kernel = "ws"
-            else:
-                kernel = "tma" if T.tma_config(d, dtype, causal) else "pointer"
+            kind = expected_kind(K, kernel, dtype, d, causal, qo, ko, sk)
             try:
-                check_attention_case(ctx, rng, *case, kernel=kernel)
+                check_attention_case(ctx, rng, *case, kernel={"attn": "pointer"}.get(kind, kind))
             except Exception as e:
-                ctx.record(False, f"attn[ws switch] {case}: {type(e).__name__}: {e}")
+                ctx.record(False, f"attn[{kernel} switch] {case}: {type(e).__name__}: {e}")
         side = ctx.cp.cuda.Stream(non_blocking=True)
         for stream in (side, side.ptr):
-            case = ("bfloat16", (1, 3), 257, 391, 128, True, 200, 37, True)
             try:
-                check_attention_case(ctx, rng, *case, kernel="ws", stream=stream)
+                check_attention_case(ctx, rng, *stream_case, kernel=kernel, stream=stream)
             except Exception as e:
-                ctx.record(False, f"attn[ws stream] {case}: {type(e).__name__}: {e}")
+                ctx.record(False, f"attn[{kernel} stream] {stream_case}: {type(e).__name__}: {e}")
     finally:
-        os.environ[W.WS_ENV], os.environ[T.TMA_ENV] = "0", "0"
-    for dtype, cfg, d, causal, shape, pad in ws_tile_cases(quick):
+        for env in envs:
+            os.environ[env] = "0"
+    for dtype, cfg, d, causal, shape, pad in tile_cases(quick):
         try:
-            check_tile(ctx, rng, dtype, cfg, d, causal, shape, pad, kind="ws")
+            check_tile(ctx, rng, dtype, cfg, d, causal, shape, pad, kind=kernel)
         except Exception as e:
-            ctx.record(False, f"ws {cfg.label} {dtype} D={d} causal={causal} {shape}: "
+            ctx.record(False, f"{kernel} {cfg.label} {dtype} D={d} causal={causal} {shape}: "
                        f"{type(e).__name__}: {e}")  # fmt: skip
 
 
@@ -381,9 +362,9 @@ def main() -> int:
         except Exception as e:  # a crash is a failure, keep checking the rest
             ctx.record(False, f"attn {case}: {type(e).__name__}: {e}")
     if not args.no_tma:
-        check_tma(ctx, rng, args.quick)
+        check_switched(ctx, rng, args.quick, "tma")
     if not args.no_ws:
-        check_ws(ctx, rng, args.quick)
+        check_switched(ctx, rng, args.quick, "ws")
     if not args.no_accum:
         check_accumulate(ctx, K, T, rng, args.quick)
     for dtype in ("float16", "bfloat16", "float32"):

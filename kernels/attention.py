@@ -155,6 +155,17 @@ def pick_ws(
     return cfg if tma_qualifies(q3, k3, v3, o) else None
 
 
+def pick_tiles(
+    q3: Any, k3: Any, v3: Any, o: Any | None, dtype: str, causal: bool, q_offset: int,
+    k_offset: int,
+) -> tuple[WsConfig | None, TmaConfig | None]:  # fmt: skip
+    """``(ws, tma)``: the tiles ``flash_attention`` (``o`` None: ``flash_attention_into``) runs
+    with, at most one of them set (:func:`pick_ws` first, then :func:`pick_tma`); both None:
+    the pointer kernel."""
+    ws = pick_ws(q3, k3, v3, o, dtype, causal, q_offset, k_offset)
+    return ws, None if ws else pick_tma(q3, k3, v3, o, dtype, causal)
+
+
 def _on_stream(stream: Any) -> Any:
     """A context with ``stream`` as CuPy's current stream (a no-op for None): the scratch the
     launcher takes from CuPy's pool, freed when the launch returns, is then reused only by
@@ -246,7 +257,7 @@ def attention_forward(
         cfg = config or attention_config(d, dtype, bool(causal))
         ck, block_m = _kernel("attn", d, dtype, bool(causal), config, accum), cfg.block_m
     programs = math.ceil(sq / block_m)
-    if programs * min(bh, MAX_GRID_Y) * ck.global_scratch_size > MAX_SCRATCH:
+    if not scratch_fits(q3, block_m, ck.global_scratch_size):
         raise KernelArgumentError(
             f"{programs} x {min(bh, MAX_GRID_Y)} programs of {ck.global_scratch_size} bytes of "
             f"scratch exceed the kernel's 32-bit scratch offsets: use the pointer kernel"
@@ -298,11 +309,10 @@ def flash_attention(
     with cp.cuda.Device(dev):
         o = cp.empty((p.bh, p.seq_q, p.head_dim), dtype=q3.dtype)
         lse = cp.empty((p.bh, p.seq_q), dtype=cp.float32) if return_lse else None
-        ws = pick_ws(q3, k3, v3, o, p.dtype, bool(causal), q_offset, k_offset)
+        ws, tma = pick_tiles(q3, k3, v3, o, p.dtype, bool(causal), q_offset, k_offset)
         attention_forward(
             q3, k3, v3, o, lse, scale=scale, causal=causal, q_offset=q_offset,
-            k_offset=k_offset, dtype=p.dtype, stream=stream, ws=ws,
-            tma=None if ws else pick_tma(q3, k3, v3, o, p.dtype, bool(causal)),
+            k_offset=k_offset, dtype=p.dtype, stream=stream, ws=ws, tma=tma,
         )  # fmt: skip
     o = o.reshape(p.lead + (p.seq_q, p.head_dim))
     return o, (lse.reshape(p.lead + (p.seq_q,)) if lse is not None else None)
@@ -356,11 +366,10 @@ def flash_attention_into(
     o3 = o_acc.reshape(p.bh, p.seq_q, p.head_dim)
     lse2 = lse_acc.reshape(p.bh, p.seq_q)
     with cp.cuda.Device(dev):
-        ws = pick_ws(q3, k3, v3, None, p.dtype, bool(causal), q_offset, k_offset)
+        ws, tma = pick_tiles(q3, k3, v3, None, p.dtype, bool(causal), q_offset, k_offset)
         attention_forward(
             q3, k3, v3, o3, lse2, scale=scale, causal=causal, q_offset=q_offset,
-            k_offset=k_offset, dtype=p.dtype, stream=stream, ws=ws,
-            tma=None if ws else pick_tma(q3, k3, v3, None, p.dtype, bool(causal)),
+            k_offset=k_offset, dtype=p.dtype, stream=stream, ws=ws, tma=tma,
             accum=ACCUM_INIT if first else ACCUM_MERGE,
         )  # fmt: skip
     return o_acc, lse_acc
