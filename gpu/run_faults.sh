@@ -13,6 +13,8 @@
 #   bash gpu/run_faults.sh          # GPU machine (cupy + NCCL)
 #   bash gpu/run_faults.sh --cpu    # the script's logic on the CPU: numpy backend, MPIWorld,
 #                                   # .venv/bin/mpiexec (no NCCL, so no abort line is required)
+#   FAULT_SHARED=1 bash gpu/run_faults.sh   # both ranks on one GPU (gpu/shared_rank.sh: NCCL
+#                                   # over loopback sockets), for a one-GPU machine
 set -u
 cd "$(dirname "$0")/.."
 MODE=gpu
@@ -30,6 +32,7 @@ if [ "$MODE" = gpu ]; then
   [ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
   export NCCL_NVLS_ENABLE=0
   PY=python3
+  [ "${FAULT_SHARED:-0}" = 1 ] && PY="bash gpu/shared_rank.sh python3"
   LAUNCH=(mpirun --allow-run-as-root -np 2 -x NCCL_NVLS_ENABLE -x PYTHONPATH -x FAULT_CASE -x FAULT_TIMEOUT -x FAULT_NCCL_TIMEOUT -x TRTDSL_FAULT_MODE -x PYTHONUNBUFFERED)
 else
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -119,7 +122,8 @@ PASSED=0 FAILED=0
 check() {  # check NAME PATTERNS [S: the job ends within S s of rank 1's "stops calling at T"]
   local name=$1 patterns=$2 within=${3:-} log="$OUT/$1.log"
   local t0=$SECONDS
-  FAULT_CASE=$name timeout -k 5 "$LIMIT" "${LAUNCH[@]}" "$PY" "$OUT/job.py" >"$log" 2>&1
+  # shellcheck disable=SC2086  # PY may be a wrapper command (FAULT_SHARED=1)
+  FAULT_CASE=$name timeout -k 5 "$LIMIT" "${LAUNCH[@]}" $PY "$OUT/job.py" >"$log" 2>&1
   local rc=$? secs=$((SECONDS - t0)) why="" ended; ended=$(date +%s.%N)
   if [ -n "$within" ]; then
     local stopped; stopped=$(grep -aoE 'stops calling at [0-9.]+' "$log" | head -1 | awk '{print $4}')
