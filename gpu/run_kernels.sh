@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Triton kernels on one GPU in one call (e.g. the device tool's nvidia-h200):
 #   bash gpu/run_kernels.sh           # logs under $OUT (default /tmp/trtdsl-kernels)
-# Steps (STEPS="check sweep bench"): the correctness check against float64 NumPy, the tile
+# Steps (STEPS="check plugin sweep bench"): the correctness check against float64 NumPy, the
+# TensorRT plugin's kernel launched as QDP would launch it (gpu/check_plugin_kernel.py), the tile
 # sweep, the benchmark against torch SDPA. BENCH_ARGS / SWEEP_ARGS pass flags through.
 # Optional step sweeptma: the TMA kernel's candidates vs the pointer kernel and cuDNN
 # (SWEEP_TMA_ARGS; prebuild its kernels with `benchmarks/attention_gpu.py --sweep-tma --compile-only`).
@@ -11,7 +12,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-/tmp/trtdsl-kernels}
 mkdir -p "$OUT"
-STEPS=${STEPS:-"check sweep bench"}
+STEPS=${STEPS:-"check plugin sweep bench"}
 
 # shellcheck source=gpu/steps.sh
 source "$(dirname "$0")/steps.sh"
@@ -22,6 +23,7 @@ print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__v
 
 # shellcheck disable=SC2086
 step check 420 python3 gpu/check_kernels.py
+step plugin 240 python3 gpu/check_plugin_kernel.py
 # shellcheck disable=SC2086
 step sweep 300 python3 benchmarks/attention_gpu.py --sweep ${SWEEP_ARGS:-} --out "$OUT/sweep.md"
 # shellcheck disable=SC2086

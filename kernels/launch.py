@@ -38,7 +38,8 @@ def cuda_core() -> Any:
 
 
 class _StreamRef:
-    """A raw ``CUstream`` handle speaking the ``__cuda_stream__`` protocol."""
+    """A raw ``CUstream`` handle speaking the ``__cuda_stream__`` protocol (for a cuda.core
+    without ``Stream.from_handle``)."""
 
     def __init__(self, handle: int) -> None:
         self.handle = int(handle)
@@ -47,18 +48,44 @@ class _StreamRef:
         return (0, self.handle)
 
 
+_STREAMS_KEPT = 256
+_streams: dict[int, Any] = {}  # raw handle -> borrowed cuda.core Stream
+
+
+def core_stream(handle: int) -> Any:
+    """A cuda.core ``Stream`` borrowing the raw ``CUstream`` ``handle`` (the caller keeps the
+    stream alive); made once per handle (``from_handle`` costs microseconds: it defines a
+    class per call) and passed to ``launch`` as a Stream, not through the stream protocol,
+    which cuda.core deprecates for foreign objects. The wrapper holds the address only (its
+    context and device are read lazily, and ``launch`` reads neither), so a handle that CuPy
+    reuses for a new stream is still right."""
+    s = _streams.get(handle)
+    if s is None:
+        from_handle = getattr(getattr(cuda_core(), "Stream", None), "from_handle", None)
+        if from_handle is None:
+            return _StreamRef(handle)
+        if len(_streams) >= _STREAMS_KEPT:
+            _streams.clear()
+        s = _streams[handle] = from_handle(int(handle))
+    return s
+
+
 def as_stream(stream: Any) -> Any:
-    """A stream for ``cuda.core.launch``: None (CuPy's current), an int, or a stream object."""
+    """A stream for ``cuda.core.launch``: None (CuPy's current), an int (a raw handle), a CuPy
+    stream, a cuda.core Stream (as is) or any object speaking ``__cuda_stream__``."""
     if stream is None:
         import cupy
 
-        return _StreamRef(cupy.cuda.get_current_stream().ptr)
+        return core_stream(cupy.cuda.get_current_stream().ptr)
     if isinstance(stream, int):
-        return _StreamRef(stream)
-    if hasattr(stream, "__cuda_stream__") and not hasattr(stream, "ptr"):
-        return stream  # a cuda.core Stream or anything speaking the protocol
+        return core_stream(stream)
     if hasattr(stream, "ptr"):  # a CuPy stream
-        return _StreamRef(stream.ptr)
+        return core_stream(stream.ptr)
+    core = getattr(cuda_core(), "Stream", None)
+    if core is not None and isinstance(stream, core):
+        return stream
+    if hasattr(stream, "__cuda_stream__"):
+        return core_stream(int(stream.__cuda_stream__()[1]))
     raise KernelLaunchError(f"cannot use {type(stream).__name__} as a CUDA stream")
 
 

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from trtdsl.kernels import configs as KC
+from trtdsl.kernels import reference as R
 
 import trtdsl as td
 from trtdsl import functional as F
@@ -290,12 +293,45 @@ def test_aot_impl_returns_kernel_launch_params_and_int32_args(dtype, dynamic) ->
     assert (got["block_x"], got["block_y"], got["block_z"]) == (cfg.num_warps * 32, 1, 1)
     assert got["shared_mem"] == ck.shared > 0
     strides = [300 * 64, 64, 200 * 64, 64, 200 * 64, 64, 300 * 64, 64]
-    want = strides + [300, 200, 100, 0, P.qk_scale_bits(0.125), 1]
+    want = strides + [300, 200, 300 + 100, 300, P.qk_scale_bits(0.125), 1]  # (sq + shift, sq)
     assert got["extra_args"] == want
     spec = KC.attention_qdp_spec(64, dtype, True)
     names = list(spec.runtime_params)
     assert names[3 : 3 + len(P.EXTRA_ARGS)] == list(P.EXTRA_ARGS)  # inputs, scalars, outputs
     assert names[:3] == ["Q", "K", "V"] and names[-2:] == ["O", "LSE"]
+
+
+@given(
+    sq=st.integers(1, 40), sk=st.integers(1, 40), causal=st.booleans(),
+    q_off=st.one_of(st.integers(-60, 60), st.sampled_from([-(2**31), 2**31 - 1])),
+    k_off=st.one_of(st.integers(-60, 60), st.sampled_from([-(2**31), 2**31 - 1])),
+)  # fmt: skip
+def test_offset_args_give_the_reference_mask_without_int32_wrap(sq, sk, causal, q_off, k_off):
+    from trtdsl.testing.fake_tensorrt import plugin as fake
+    from trtdsl.testing.fake_tensorrt.plugin import ShapeExpr, _Expr
+
+    dims = []
+    for axis in (2, 2):  # dynamic Sq of input 0 and Sk of input 1, as aot_impl sees them
+        e = ShapeExpr.__new__(ShapeExpr)
+        e._e = _Expr("dim", len(dims), axis)
+        dims.append(e)
+    args = P.offset_args(fake, causal, q_off, k_off, *dims)
+    shapes = [(1, 1, sq, 8), (1, 1, sk, 8)]
+    qa, ka = (a if isinstance(a, int) else a.evaluate(shapes) for a in args)
+    assert 0 <= qa <= sq + sk and 0 <= ka <= sq  # int32, and i + (qa - ka) stays in int32
+    rows, keys = np.arange(sq)[:, None], np.arange(sk)[None, :]
+    # the kernel: key j visible to row i iff j <= i + (q_offset - k_offset)
+    kernel_mask = keys <= rows + (qa - ka) if causal else np.ones((sq, sk), bool)
+    assert np.array_equal(kernel_mask, R.attention_mask(sq, sk, causal, q_off, k_off))
+
+
+def test_offset_args_refuse_offsets_past_int32() -> None:
+    from trtdsl.testing.fake_tensorrt import plugin as fake
+
+    with pytest.raises(LoweringError, match="q_offset=2147483648"):
+        P.offset_args(fake, True, 2**31, 0, 4, 4)
+    with pytest.raises(LoweringError, match="k_offset"):
+        P.offset_args(fake, False, 0, -(2**31) - 1, 4, 4)
 
 
 @needs_triton

@@ -111,14 +111,15 @@ class Attention(OpDef):
         mask together with causal, ranks other than 3-4 and a v head_dim unlike k's: primitive
         layers in float32 (matmul, reduce, exp, log)."""
         a, q_t, k_t = layer.attrs, layer.input_types[0], layer.input_types[1]
+        out_dynamic = sum(d is None for d in layer.outputs[0].shape)
+        if _plugin_lowers(layer, b, out_dynamic):  # rows that see no key: o = 0, lse = -inf
+            return _lower_plugin(layer, inputs, b)
         if a["causal"] and a["q_offset"] < a["k_offset"]:
             raise layer.fail(
                 f"causal attention with q_offset {a['q_offset']} < k_offset {a['k_offset']} "
-                "has query rows that see no key; TensorRT leaves them undefined"
+                "has query rows that see no key; TensorRT leaves them undefined (the "
+                "log-sum-exp plugin defines them: fp16/bf16, return_lse=True, no mask)"
             )
-        out_dynamic = sum(d is None for d in layer.outputs[0].shape)
-        if _plugin_lowers(layer, b, out_dynamic):
-            return _lower_plugin(layer, inputs, b)
         if (
             a["return_lse"]
             or (a["mask"] and a["causal"])

@@ -90,6 +90,26 @@ def _int32(name: str, value: int) -> int:
     return int(value)
 
 
+def offset_args(trtp: Any, causal: bool, q_offset: int, k_offset: int, sq: Any, sk: Any) -> list:
+    """The kernel's ``q_offset, k_offset`` arguments: the kernel only uses their difference
+    ``shift`` (key j visible to row i iff j <= i + shift), and in int32. Causal: ``(sq +
+    clamp(shift, -sq, sk), sq)`` as shape expressions, the same mask for every length, both in
+    ``[0, sq + sk]``, so neither the difference nor ``i + shift`` can wrap; full: ``(0, 0)``.
+
+    >>> import trtdsl.testing.fake_tensorrt.plugin as trtp    # static shapes: constants
+    >>> value = lambda args: [getattr(a, "constant_value", lambda: a)() for a in args]
+    >>> value(offset_args(trtp, True, 5, 2, 4, 6))            # shift 3: (4 + 3, 4)
+    [7, 4]
+    >>> value(offset_args(trtp, True, 2**31 - 1, -(2**31), 4, 6))  # clamped to sk: (4 + 6, 4)
+    [10, 4]
+    """
+    _int32("q_offset", q_offset), _int32("k_offset", k_offset)
+    if not causal:
+        return [0, 0]
+    shift = int(q_offset) - int(k_offset)
+    return [trtp.min(trtp.max(sq + shift, 0), sq + sk), sq]
+
+
 def qdp_ptx(ptx: str, name: str, n_params: int) -> str:
     """``ptx`` with the entry ``name`` cut to its first ``n_params`` parameters.
 
@@ -206,7 +226,7 @@ def _define(trt: Any, trtp: Any) -> None:
         launch.block_x = ck.num_warps * 32
         launch.shared_mem = ck.shared
         values = [sq * d, d, sk * d, d, sk * d, d, sq * d, d, sq, sk]
-        values += [_int32("q_offset", q_offset), _int32("k_offset", k_offset)]
+        values += offset_args(trtp, bool(causal), q_offset, k_offset, sq, sk)
         values += [qk_scale_bits(scale), 1]
         extra = trtp.SymIntExprs(len(values))
         for i, value in enumerate(values):

@@ -44,6 +44,15 @@ def load_plugin_manifest() -> dict[str, Any]:
 
 
 # --- symbolic integers ------------------------------------------------------------------------
+#: TensorRT's DimensionOperation names, evaluated (only the one asked for: x // 0 raises).
+_OPS: dict[str, Any] = {
+    "SUM": lambda x, y: x + y, "SUB": lambda x, y: x - y, "PROD": lambda x, y: x * y,
+    "FLOOR_DIV": lambda x, y: x // y, "CEIL_DIV": lambda x, y: -(-x // y),
+    "MAX": lambda x, y: x if x >= y else y, "MIN": lambda x, y: x if x <= y else y,
+    "EQUAL": lambda x, y: int(x == y), "LESS": lambda x, y: int(x < y),
+}  # fmt: skip
+
+
 class _Expr:
     """const value | dim (input, axis) | op(name, a, b)."""
 
@@ -56,12 +65,7 @@ class _Expr:
         if self.kind == "dim":
             return int(shapes[self.args[0]][self.args[1]])
         name, a, b = self.args
-        x, y = a.eval(shapes), b.eval(shapes)
-        return {
-            "SUM": x + y, "SUB": x - y, "PROD": x * y, "FLOOR_DIV": x // y,
-            "CEIL_DIV": -(-x // y), "MAX": max(x, y), "MIN": min(x, y),
-            "EQUAL": int(x == y), "LESS": int(x < y),
-        }[name]  # fmt: skip
+        return _OPS[name](a.eval(shapes), b.eval(shapes))
 
     def is_constant(self) -> bool:
         return self.kind == "const" or (self.kind == "op" and all(
