@@ -8,24 +8,14 @@
 # per-call cost), collbench (every collective 1 KiB-1 GiB vs nccl4py and torch.distributed).
 # NVLink multicast stays off.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-# nccl4py from wheels carried in .whl/ (the GPU image has no registry), kernels/ as trtdsl.kernels
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-[ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
-OUT=${OUT:-/tmp/trtdsl-gpu}
-mkdir -p "$OUT"
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
+gpu_setup /tmp/trtdsl-gpu
 NP=${NP:-$(nvidia-smi -L | wc -l)}
 STEPS=${STEPS:-"nccl collectives blocks attention cublas sessions bench"}
 MPI=(mpirun --allow-run-as-root -np "$NP" -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
     -x TRTDSL_KERNEL_CACHE)
 PY=$(command -v python3)
-
-# shellcheck source=gpu/steps.sh
-source "$(dirname "$0")/steps.sh"
 
 date -u | tee "$OUT/env.txt"
 nvidia-smi -L | tee -a "$OUT/env.txt"

@@ -10,15 +10,9 @@
 # attention for the checks (the benchmark takes --engine, e.g. BENCH_ARGS="... --engine
 # triton,cudnn" for both engines' rows in one table). NVLink multicast stays off.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-if ls .whl/*.whl >/dev/null 2>&1; then  # nccl4py from wheels carried in .whl/
-    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-[ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
-OUT=${OUT:-/tmp/trtdsl-ring}
-mkdir -p "$OUT"
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
+gpu_setup /tmp/trtdsl-ring
 STEPS=${STEPS:-"check2 check4 bench2 bench4"}
 NGPU=$(nvidia-smi -L | wc -l)
 PY=$(command -v python3)
@@ -26,8 +20,6 @@ PY=$(command -v python3)
 export TRTDSL_ATTENTION_ENGINE=${TRTDSL_ATTENTION_ENGINE:-triton}
 MPI=(mpirun --allow-run-as-root -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
     -x TRTDSL_KERNEL_CACHE -x TRTDSL_ATTENTION_ENGINE -np)
-# shellcheck source=gpu/steps.sh
-source "$(dirname "$0")/steps.sh"
 { date -u; nvidia-smi -L; } 2>&1 | tee "$OUT/env.txt"
 step check2 420 "${MPI[@]}" 2 "$PY" gpu/check_ring.py
 if [ "$NGPU" -ge 4 ]; then

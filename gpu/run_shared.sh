@@ -8,23 +8,15 @@
 # kinds remain the place for those (gpu/run_ring.sh, gpu/run_all.sh).
 # Steps (STEPS=...): nccl2 ring2 ring4 blocks4 collectives4 sessions4.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
-if ls .whl/*.whl >/dev/null 2>&1; then  # nccl4py from wheels carried in .whl/
-    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-[ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
-OUT=${OUT:-/tmp/trtdsl-shared}
-mkdir -p "$OUT"
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
+gpu_setup /tmp/trtdsl-shared
 STEPS=${STEPS:-"nccl2 ring2 ring4 blocks4 collectives4 sessions4"}
 PY=$(command -v python3)
 export TRTDSL_ATTENTION_ENGINE=${TRTDSL_ATTENTION_ENGINE:-triton}
 MPI=(mpirun --allow-run-as-root --oversubscribe -x PYTHONUNBUFFERED -x PYTHONPATH
     -x TRTDSL_KERNEL_CACHE -x TRTDSL_ATTENTION_ENGINE -np)
 RANK=(bash gpu/shared_rank.sh "$PY")
-# shellcheck source=gpu/steps.sh
-source "$(dirname "$0")/steps.sh"
 { date -u; nvidia-smi -L; } 2>&1 | tee "$OUT/env.txt"
 step nccl2 120 "${MPI[@]}" 2 "${RANK[@]}" gpu/check_nccl.py --no-bandwidth
 step ring2 240 "${MPI[@]}" 2 "${RANK[@]}" gpu/check_ring.py --no-timing
