@@ -1,6 +1,8 @@
-"""GPU check: the TensorRT plugin's kernel (``trtdsl::flash_attention_lse``) launched the way
-TensorRT's QDP AOT path would launch it, against float64 NumPy. No TensorRT runs here (its
-builder is not installable on our machines); what runs is exactly what ``aot_impl`` hands it:
+"""GPU check: the TensorRT plugins' kernels (``trtdsl::flash_attention_lse``: the pointer
+kernel; ``trtdsl::flash_attention_lse_ws``: the warp-specialized one, whose third output is its
+scratch) launched the way TensorRT's QDP AOT path would launch them, against float64 NumPy. No
+TensorRT runs here (its builder is not installable on our machines); what runs is exactly what
+``aot_impl`` hands it:
 
 - the network (``F.attention(..., return_lse=True)``) is lowered with the fake ``tensorrt``;
   its plugin layer's ``aot_impl`` is called as the real runtime calls it (the fake plugin's
@@ -10,10 +12,13 @@ builder is not installable on our machines); what runs is exactly what ``aot_imp
 - it is launched with the returned grid, block and shared memory, and the arguments in QDP's
   order: input pointers, the int32 extra arguments as evaluated, output pointers.
 
-Cases: fp16 and bf16 x every head_dim of the plugin (32/64/128/256) x full and causal, with
+Every case runs the pointer plugin, and the ws plugin too where the lowering would pick it
+(head_dim 64/128, a causal query chunk not before its keys); its scratch output is poisoned as
+well. Cases: fp16 and bf16 x every head_dim of the plugin (32/64/128/256) x full and causal, with
 query/key offsets that hide some rows entirely, offsets at the int32 limits, lengths that are not
 block multiples, one query or key, several batches and heads, dynamic shapes. Outputs are NaN
-before the launch. Prints one line per case and ``PLUGIN KERNEL: N passed, M failed``.
+before the launch. Prints one line per case and ``PLUGIN KERNEL: N passed, M failed``, then
+``TIMING`` lines (both kernels at 8 heads x 128, bf16, 16k and 32k; ``--no-timing`` skips them).
 
     python3 gpu/check_plugin_kernel.py [--quick] [--seed N]
 """
@@ -31,6 +36,7 @@ from check_support import GpuCheck, check_args  # gpu/check_support.py (this fol
 import trtdsl as td
 from trtdsl import functional as F
 from trtdsl.backends.tensorrt import lower_network
+from trtdsl.backends.tensorrt import plugins as P
 from trtdsl.testing.fake_tensorrt import make_fake_tensorrt
 
 try:
@@ -84,9 +90,11 @@ def cases(quick: bool) -> list[Case]:
     return out[:12] if quick else out
 
 
-def plugin_launch(case: Case, scale: float) -> dict[str, Any]:
+def plugin_launch(case: Case, scale: float, ws: bool) -> tuple[dict[str, Any], list[tuple]]:
     """What ``aot_impl`` returns for this call, evaluated for its shapes (the fake plugin's
-    ``launch``: the real runtime's call of the AOT function)."""
+    ``launch``: the real runtime's call of the AOT function), and the shapes of the plugin's
+    outputs. ``ws``: the lowering must pick the warp-specialized kernel's plugin (False: the
+    pointer kernel's, forced where both apply)."""
     trt = make_fake_tensorrt()
     net = td.Network("plugin_kernel")
     lead = (case.b, case.h)
@@ -99,14 +107,30 @@ def plugin_launch(case: Case, scale: float) -> dict[str, Any]:
     )  # fmt: skip
     net.output(o, "o")
     net.output(lse, "lse")
-    _, network, _ = lower_network(net, trt)
+    chooser = P.ws_plugin_config
+    if not ws:
+        P.ws_plugin_config = lambda layer: None
+    try:
+        _, network, _ = lower_network(net, trt)
+    finally:
+        P.ws_plugin_config = chooser
     layers = [obj for method, obj in network.created if method == "add_plugin"]
     if len(layers) != 1:
         raise AssertionError(f"expected one plugin layer, the lowering made {len(layers)}")
+    plugin = layers[0].plugin
+    if plugin.plugin_id != (P.PLUGIN_WS_ID if ws else P.PLUGIN_ID):
+        raise AssertionError(f"the lowering chose {plugin.plugin_id}")
     dt = trt.DataType.HALF if case.dtype == "float16" else trt.DataType.BF16
     shapes = [lead + (case.sq, case.d), lead + (case.sk, case.d), lead + (case.sk, case.d)]
     static = [(-1, case.h, -1, case.d)] * 3 if case.dynamic else shapes
-    return layers[0].plugin.launch([dt] * 3, static, shapes)
+    outs = plugin._outputs(plugin._symbolic([dt] * 3, static))  # as the runtime sizes them
+    dims = [tuple(e if isinstance(e, int) else e.evaluate(shapes) for e in o.shape_expr)
+            for o in outs]  # fmt: skip
+    return plugin.launch([dt] * 3, static, shapes), dims
+
+
+def ws_applies(case: Case) -> bool:
+    return case.d in (64, 128) and case.sk >= 1 and not (case.causal and case.q_off < case.k_off)
 
 
 class Loader:
@@ -126,29 +150,46 @@ class Loader:
         return self.kernels[key]
 
 
-def check_case(ctx: GpuCheck, loader: Loader, rng: np.random.Generator, case: Case) -> None:
+class PluginCall:
+    """One plugin call made ready: its kernel, launch configuration and arguments in QDP's
+    order (inputs, int32 extras, outputs: o, lse and, for the ws plugin, its scratch)."""
+
+    def __init__(self, ctx: GpuCheck, loader: Loader, case: Case, scale: float, ws: bool,
+                 inputs: list[Any]) -> None:  # fmt: skip
+        cp = ctx.cp
+        got, dims = plugin_launch(case, scale, ws)
+        self.got, self.loader = got, loader
+        self.kernel = loader.kernel(got["kernel_name"], got["code"], got["shared_mem"])
+        self.grid = (got["grid_x"], got["grid_y"], got["grid_z"])
+        self.block = (got["block_x"], got["block_y"], got["block_z"])
+        self.cfg = loader.cc.LaunchConfig(grid=self.grid, block=self.block,
+                                          shmem_size=got["shared_mem"])  # fmt: skip
+        self.o = ctx.to_gpu(np.full(dims[0], np.nan), case.dtype)
+        self.lse = cp.full(dims[1], np.nan, cp.float32)
+        self.outs = [self.o, self.lse] + [cp.full(d, -1, cp.int32) for d in dims[2:]]
+        extra = [np.int32(a) for a in got["extra_args"]]
+        self.args = [int(x.data.ptr) for x in inputs] + extra
+        self.args += [int(x.data.ptr) for x in self.outs]
+
+    def __call__(self) -> None:
+        self.loader.cc.launch(L.as_stream(None), self.cfg, self.kernel, *self.args)
+
+
+def check_case(ctx: GpuCheck, loader: Loader, rng: np.random.Generator, case: Case,
+               ws: bool) -> None:  # fmt: skip
     cp = ctx.cp
     scale = float(rng.uniform(0.5, 1.5) / np.sqrt(case.d))
     lead = (case.b, case.h)
     host = [rng.standard_normal(lead + (s, case.d)) for s in (case.sq, case.sk, case.sk)]
-    gq, gk, gv = (ctx.to_gpu(x, case.dtype) for x in host)
-    hq, hk, hv = (ctx.to_host(x, case.dtype) for x in (gq, gk, gv))  # as rounded
+    inputs = [ctx.to_gpu(x, case.dtype) for x in host]
+    hq, hk, hv = (ctx.to_host(x, case.dtype) for x in inputs)  # as rounded
     ref_o, ref_lse = R.attention(hq, hk, hv, scale, case.causal, case.q_off, case.k_off)
-    go = ctx.to_gpu(np.full(gq.shape, np.nan), case.dtype)
-    glse = cp.full(lead + (case.sq,), np.nan, cp.float32)
-    got = plugin_launch(case, scale)
-    kernel = loader.kernel(got["kernel_name"], got["code"], got["shared_mem"])
-    grid = (got["grid_x"], got["grid_y"], got["grid_z"])
-    block = (got["block_x"], got["block_y"], got["block_z"])
-    cfg = loader.cc.LaunchConfig(grid=grid, block=block, shmem_size=got["shared_mem"])
-    extra = [np.int32(a) for a in got["extra_args"]]
-    ptrs = [int(x.data.ptr) for x in (gq, gk, gv)]
+    call = PluginCall(ctx, loader, case, scale, ws, inputs)
     cp.cuda.Device().synchronize()
-    loader.cc.launch(L.as_stream(None), cfg, kernel, *ptrs, *extra, int(go.data.ptr),
-                     int(glse.data.ptr))  # fmt: skip
+    call()
     cp.cuda.Device().synchronize()
-    o = ctx.to_host(go, case.dtype)
-    lse = cp.asnumpy(glse).astype(np.float64)
+    o = ctx.to_host(call.o, case.dtype)
+    lse = cp.asnumpy(call.lse).astype(np.float64)
     nb = np.linalg.norm(ref_o)
     e_o = float(np.linalg.norm(o - ref_o) / nb) if nb > 0 else float(np.abs(o).max())
     empty = np.isneginf(ref_lse)
@@ -158,21 +199,57 @@ def check_case(ctx: GpuCheck, loader: Loader, rng: np.random.Generator, case: Ca
     ok = bool(np.isfinite(o).all()) and e_o <= TOL_O[case.dtype] and e_l <= TOL_LSE
     ok = ok and bool(np.array_equal(np.isneginf(lse), empty)) and bool(np.isfinite(lse[fin]).all())
     ok = ok and bool((o[empty] == 0).all())
-    ctx.record(ok, f"{case} grid={grid} block={block[0]} smem={got['shared_mem']} "
-                   f"o_err={e_o:.1e} lse_err={e_l:.1e} empty_rows={int(empty.sum())}")  # fmt: skip
+    kind = "ws     " if ws else "pointer"
+    ctx.record(ok, f"{kind} {case} grid={call.grid} block={call.block[0]} "
+                   f"smem={call.got['shared_mem']} o_err={e_o:.1e} lse_err={e_l:.1e} "
+                   f"empty_rows={int(empty.sum())}")  # fmt: skip
+
+
+def time_plugins(ctx: GpuCheck, loader: Loader, rng: np.random.Generator) -> None:
+    """Information only: each plugin's kernel at 8 heads x 128, bf16, 16k/32k tokens (ms per
+    call, median of 20 CUDA-event timed launches, after 3 warm-ups)."""
+    cp = ctx.cp
+    for seq in (16384, 32768):
+        for causal in (False, True):
+            case = Case("bfloat16", 128, causal, 1, 8, seq, seq)
+            inputs = [ctx.to_gpu(rng.standard_normal((1, 8, seq, 128)), "bfloat16")
+                      for _ in range(3)]  # fmt: skip
+            line = []
+            for ws in (False, True):
+                call = PluginCall(ctx, loader, case, 1 / np.sqrt(128), ws, inputs)
+                times = []
+                for i in range(23):
+                    start, stop = cp.cuda.Event(), cp.cuda.Event()
+                    start.record()
+                    call()
+                    stop.record()
+                    stop.synchronize()
+                    if i >= 3:
+                        times.append(cp.cuda.get_elapsed_time(start, stop))
+                ms = float(np.median(times))
+                flops = 4 * 8 * seq * seq * 128 / (2 if causal else 1)
+                line.append(
+                    f"{'ws' if ws else 'pointer'} {ms:.3f} ms {flops / ms / 1e9:.0f} TFLOP/s"
+                )
+            print(f"TIMING bf16 8x128 S={seq} {'causal' if causal else 'full'}: "
+                  + ", ".join(line), flush=True)  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--no-timing", action="store_true", help="skip the TIMING lines")
     args, seed, rng = check_args(ap, "fp16/bf16 at head_dim 64 and 128, 12 cases")
     ctx = GpuCheck()
     loader = Loader()
     print(f"seed {seed}; PTX through the driver's JIT (cuda.core ObjectCode.from_ptx)", flush=True)
     for case in cases(args.quick):
-        try:
-            check_case(ctx, loader, rng, case)
-        except Exception as e:  # noqa: BLE001 - one case's failure is reported, the rest run
-            ctx.record(False, f"{case}: {type(e).__name__}: {e}")
+        for ws in (False, True) if ws_applies(case) else (False,):
+            try:
+                check_case(ctx, loader, rng, case, ws)
+            except Exception as e:  # noqa: BLE001 - one case's failure is reported, the rest run
+                ctx.record(False, f"{'ws' if ws else 'pointer'} {case}: {type(e).__name__}: {e}")
+    if not args.no_timing:
+        time_plugins(ctx, loader, rng)
     print(f"PLUGIN KERNEL: {ctx.passed} passed, {ctx.failed} failed", flush=True)
     return 0 if ctx.failed == 0 else 1
 

@@ -132,16 +132,25 @@ def attention_spec(
     return _attention_kernel_spec("attention_fwd", sig, cfg, head_dim, causal, accum)
 
 
-def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
-    """Spec of ``attention_fwd_qdp`` (the TensorRT plugin's entry: inputs, i32 scalars,
-    outputs), with the table's config for ``attention_fwd``."""
-    cfg = attention_config(head_dim, dtype, causal)
+def qdp_signature(dtype: str) -> dict[str, str]:
+    """The run-time signature of the TensorRT plugin entries (``attention_fwd_qdp``,
+    ``attention_fwd_ws_qdp``) in QDP's order: input pointers, int32 scalars (the only extra
+    arguments a QDP kernel gets: strides, lengths, offsets, the scale's float32 bits, the LSE
+    flag), output pointers."""
     ty = TRITON_DTYPE[dtype]
     sig = {"Q": f"*{ty}", "K": f"*{ty}", "V": f"*{ty}"}
     sig.update({s: "i32" for s in ATTENTION_STRIDES})
     for s in ("seq_q", "seq_k", "q_offset", "k_offset", "qk_scale_bits", "write_lse"):
         sig[s] = "i32"
     sig.update({"O": f"*{ty}", "LSE": "*fp32"})
+    return sig
+
+
+def attention_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
+    """Spec of ``attention_fwd_qdp`` (the TensorRT plugin's entry: inputs, i32 scalars,
+    outputs), with the table's config for ``attention_fwd``."""
+    cfg = attention_config(head_dim, dtype, causal)
+    sig = qdp_signature(dtype)
     return _attention_kernel_spec("attention_fwd_qdp", sig, cfg, head_dim, causal, ACCUM_NONE)
 
 
@@ -179,6 +188,7 @@ SOURCE_MODULES: dict[str, str] = {
     "modulated_norm_fwd": "triton_norm",
     "activation_fwd": "triton_activation",
     "attention_fwd_ws": "gluon_attention",
+    "attention_fwd_ws_qdp": "gluon_attention",
 }
 
 

@@ -22,7 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .configs import ACCUM_MODES, ACCUM_NONE, DTYPES, KernelSpec, attention_signature, env_switch
+from .configs import (
+    ACCUM_MODES,
+    ACCUM_NONE,
+    DTYPES,
+    KernelSpec,
+    attention_signature,
+    env_switch,
+    qdp_signature,
+)
 
 #: Environment override of :data:`USE_WS` ("1" on, "0" off), read at each call.
 WS_ENV = "TRTDSL_ATTENTION_WS"
@@ -143,6 +151,23 @@ def ws_spec(
         divisible=("Q", "K", "V", "O", "LSE")
         + (() if accum == ACCUM_NONE else ("stride_ob", "stride_om")),
     )
+
+
+def ws_qdp_spec(head_dim: int, dtype: str, causal: bool) -> KernelSpec:
+    """Spec of ``attention_fwd_ws_qdp`` (the TensorRT plugin's entry for this kernel: QDP's
+    argument order, ``configs.qdp_signature``) with the table's tile, O in q's dtype.
+
+    >>> spec = ws_qdp_spec(64, "float16", causal=True)
+    >>> spec.fn_name, spec.signature["stride_qm"], list(spec.signature)[-10:-8]
+    ('attention_fwd_ws_qdp', 'i32', ['O', 'LSE'])
+    """
+    base = ws_spec(head_dim, dtype, causal)
+    sig = qdp_signature(dtype)
+    sig.update({k: "constexpr" for k in base.constexprs})
+    return KernelSpec(
+        fn_name="attention_fwd_ws_qdp", signature=sig, constexprs=base.constexprs,
+        options=base.options, divisible=base.divisible,
+    )  # fmt: skip
 
 
 def ws_specs(head_dims: tuple[int, ...] = tuple(CANDIDATES)) -> list[KernelSpec]:

@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from trtdsl.kernels import configs as KC
 from trtdsl.kernels import reference as R
+from trtdsl.kernels import ws_configs as WC
 
 import trtdsl as td
 from trtdsl import functional as F
@@ -152,22 +153,50 @@ def test_importing_trtdsl_and_lowering_with_the_fake_imports_no_tensorrt() -> No
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_lowering_inserts_one_plugin_layer_with_the_attributes() -> None:
+@pytest.mark.parametrize(
+    "d, plugin_id, dtypes",
+    [
+        (32, "trtdsl::flash_attention_lse", ["HALF", "FLOAT"]),
+        (64, "trtdsl::flash_attention_lse_ws", ["HALF", "FLOAT", "INT32"]),
+    ],
+)
+def test_lowering_inserts_one_plugin_layer_with_the_attributes(d, plugin_id, dtypes) -> None:
     trt = make_fake_tensorrt()
-    _, network, _ctx = lower_network(_net(), trt)
+    _, network, _ctx = lower_network(_net(d=d), trt)
     lay = _plugin_layer(network)
     assert [m for m, _ in network.created].count("add_plugin") == 1
     _, args, kwargs = next(c for c in network.calls if c[0] == "add_plugin")
     assert kwargs == {"aot": True} and callable(args[0])
     p = lay.plugin
-    assert p.plugin_id == "trtdsl::flash_attention_lse"
-    assert p.attrs == {"causal": True, "q_offset": 30, "k_offset": 0, "scale": 0.125}
+    assert p.plugin_id == plugin_id
+    assert p.attrs == {"causal": True, "q_offset": 30, "k_offset": 0, "scale": 1 / math.sqrt(d)}
     assert [type(v) for v in p.attrs.values()] == [bool, int, int, float]
-    assert len(lay._inputs) == 3 and lay._props["name"] == "attention_0/flash_attention_lse"
-    assert lay._props["plugin_output_dtypes"] == [trt.DataType.HALF, trt.DataType.FLOAT]
-    d = trt.plugin.QDP_REGISTRY[P.PLUGIN_ID]
-    assert d.input_tensor_names == ["q", "k", "v"] and list(d.input_attrs) == list(P.ATTRS)
-    assert d.aot_impl_func is not None and d.num_outputs == 2
+    name = plugin_id.split("::")[1]
+    assert len(lay._inputs) == 3 and lay._props["name"] == f"attention_0/{name}"
+    assert lay._props["plugin_output_dtypes"] == [getattr(trt.DataType, t) for t in dtypes]
+    reg = trt.plugin.QDP_REGISTRY[plugin_id]
+    assert reg.input_tensor_names == ["q", "k", "v"] and list(reg.input_attrs) == list(P.ATTRS)
+    assert reg.aot_impl_func is not None and reg.num_outputs == len(dtypes)
+
+
+@pytest.mark.parametrize(
+    "why, kw, ws",
+    [
+        ("head_dim 64", {}, True),
+        ("head_dim 128, full", {"d": 128, "causal": False, "q_offset": 0}, True),
+        ("bf16", {"dtype": "bfloat16"}, True),
+        ("q at k's offset", {"q_offset": 7, "k_offset": 7}, True),
+        ("head_dim 32", {"d": 32}, False),
+        ("head_dim 256", {"d": 256}, False),
+        ("causal q before k", {"q_offset": 3, "k_offset": 4}, False),
+        ("dynamic key length", {"s_k": None}, False),
+    ],
+)
+def test_the_warp_specialized_plugin_is_chosen_where_its_kernel_applies(why, kw, ws) -> None:
+    trt = make_fake_tensorrt()
+    _, network, _ = lower_network(_net(**kw), trt)
+    got = _plugin_layer(network).plugin.plugin_id
+    assert got == (P.PLUGIN_WS_ID if ws else P.PLUGIN_ID), why
 
 
 @pytest.mark.parametrize(
@@ -199,7 +228,7 @@ def test_registration_happens_once_per_plugin_module() -> None:
     assert P.register(trt) is P.register(trt) is trt.plugin
     lower_network(_net(), trt)
     lower_network(_net(dtype="bfloat16"), trt)
-    assert list(trt.plugin.QDP_REGISTRY) == [P.PLUGIN_ID]
+    assert list(trt.plugin.QDP_REGISTRY) == [P.PLUGIN_ID, P.PLUGIN_WS_ID]
 
 
 # --- the fake applies the real package's rules ----------------------------------------------
@@ -273,32 +302,62 @@ def test_qdp_ptx_refuses_a_used_scratch_parameter() -> None:
         P.qdp_ptx(ptx + "\nld.param.u64 %rd1, [k_param_2];", "k", 1)
     with pytest.raises(LoweringError, match="expected"):
         P.qdp_ptx(ptx, "k", 2)
+    used = ptx + "\nld.param.u64 %rd1, [k_param_1];"  # the global scratch, read by the kernel
+    kept = P.qdp_ptx(used, "k", 1, keep_global_scratch=True)
+    assert "k_param_1" in kept.split(")")[0] and "k_param_2" not in kept
+    with pytest.raises(LoweringError, match="used"):
+        P.qdp_ptx(used + "\nld.param.u64 %rd2, [k_param_2];", "k", 1, keep_global_scratch=True)
+    with pytest.raises(LoweringError, match="not a scratch pointer"):
+        P.qdp_ptx(ptx.replace(".u64 k_param_1", ".u32 k_param_1"), "k", 1, True)
+
+
+def _evaluate(expr, shapes) -> int:
+    return expr if isinstance(expr, int) else expr.evaluate(shapes)
 
 
 @needs_triton
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("dynamic", [False, True])
-def test_aot_impl_returns_kernel_launch_params_and_int32_args(dtype, dynamic) -> None:
+@pytest.mark.parametrize("kernel", ["pointer", "ws"])
+def test_aot_impl_returns_kernel_launch_params_and_int32_args(dtype, dynamic, kernel) -> None:
+    d = 32 if kernel == "pointer" else 64
     trt = make_fake_tensorrt()
-    _, network, _ = lower_network(_net(dtype=dtype, s_q=300, s_k=200, q_offset=100), trt)
+    _, network, _ = lower_network(_net(dtype=dtype, s_q=300, s_k=200, q_offset=100, d=d), trt)
     plugin = _plugin_layer(network).plugin
     dt = trt.DataType.HALF if dtype == "float16" else trt.DataType.BF16
-    shapes = [(2, 3, 300, 64), (2, 3, 200, 64), (2, 3, 200, 64)]
-    static = [(-1, 3, -1, 64)] * 3 if dynamic else shapes
+    shapes = [(2, 3, 300, d), (2, 3, 200, d), (2, 3, 200, d)]
+    static = [(-1, 3, -1, d)] * 3 if dynamic else shapes
     got = plugin.launch([dt] * 3, static, shapes)
-    cfg = KC.attention_config(64, dtype, True)
-    name, ptx, ck = P.aot_kernel(64, dtype, True)
-    assert got["kernel_name"] == name == "attention_fwd_qdp" and got["code"] == ptx
-    assert (got["grid_x"], got["grid_y"], got["grid_z"]) == (math.ceil(300 / cfg.block_m), 6, 1)
-    assert (got["block_x"], got["block_y"], got["block_z"]) == (cfg.num_warps * 32, 1, 1)
+    if kernel == "pointer":
+        rows, (name, ptx, ck) = (
+            KC.attention_config(d, dtype, True).block_m,
+            P.aot_kernel(d, dtype, True),
+        )
+        spec, n_params = KC.attention_qdp_spec(d, dtype, True), 19
+    else:
+        rows, (name, ptx, ck) = 2 * 64, P.aot_kernel_ws(d, dtype, True)  # two consumers of 64
+        spec, n_params = WC.ws_qdp_spec(d, dtype, True), 20  # + the scratch (third output)
+    assert got["kernel_name"] == name == spec.fn_name and got["code"] == ptx
+    entry = ptx[ptx.index(f".entry {name}(") :].split(")")[0]
+    assert entry.count(".param") == n_params
+    assert (got["grid_x"], got["grid_y"], got["grid_z"]) == (math.ceil(300 / rows), 6, 1)
+    assert (got["block_x"], got["block_y"], got["block_z"]) == (ck.num_warps * 32, 1, 1)
     assert got["shared_mem"] == ck.shared > 0
-    strides = [300 * 64, 64, 200 * 64, 64, 200 * 64, 64, 300 * 64, 64]
-    want = strides + [300, 200, 300 + 100, 300, P.qk_scale_bits(0.125), 1]  # (sq + shift, sq)
+    strides = [300 * d, d, 200 * d, d, 200 * d, d, 300 * d, d]
+    scale = P.qk_scale_bits(1 / math.sqrt(d))
+    want = strides + [300, 200, 300 + 100, 300, scale, 1]  # (sq + shift, sq)
     assert got["extra_args"] == want
-    spec = KC.attention_qdp_spec(64, dtype, True)
     names = list(spec.runtime_params)
     assert names[3 : 3 + len(P.EXTRA_ARGS)] == list(P.EXTRA_ARGS)  # inputs, scalars, outputs
     assert names[:3] == ["Q", "K", "V"] and names[-2:] == ["O", "LSE"]
+    outs = plugin._outputs(plugin._symbolic([dt] * 3, static))
+    dims = [tuple(_evaluate(e, shapes) for e in o.shape_expr) for o in outs]
+    assert dims[:2] == [(2, 3, 300, d), (2, 3, 300)]
+    if kernel == "ws":  # the third output holds every program's scratch
+        assert outs[2].dtype == trt.int32 and ck.global_scratch_size > 0
+        assert dims[2][0] * 4 >= got["grid_x"] * got["grid_y"] * ck.global_scratch_size
+    else:
+        assert len(outs) == 2 and ck.global_scratch_size == 0
 
 
 @given(

@@ -40,11 +40,18 @@ import struct
 from typing import Any
 
 from ...kernels import configs as kconfigs
+from ...kernels import ws_configs as W
 from .errors import LoweringError
 
 PLUGIN_NAMESPACE = "trtdsl"
 FLASH_ATTENTION_LSE = "flash_attention_lse"
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{FLASH_ATTENTION_LSE}"
+FLASH_ATTENTION_LSE_WS = "flash_attention_lse_ws"
+PLUGIN_WS_ID = f"{PLUGIN_NAMESPACE}::{FLASH_ATTENTION_LSE_WS}"
+#: Bytes of the ws plugin's third output per program (its in-kernel TMA descriptors).
+WS_SCRATCH_BYTES = W.SCRATCH_PER_PROGRAM
+#: The fewest query rows a ws program covers (sizes the scratch for every tile of the table).
+WS_MIN_ROWS = min(cfg.rows_per_cta for cfg in W.WS_CONFIGS.values())
 #: Attributes in registration order (the AOT call passes all of them positionally in this order).
 ATTRS = ("causal", "q_offset", "k_offset", "scale")
 #: The kernel's int32 scalar parameters between the input and the output pointers.
@@ -110,11 +117,13 @@ def offset_args(trtp: Any, causal: bool, q_offset: int, k_offset: int, sq: Any, 
     return [trtp.min(trtp.max(sq + shift, 0), sq + sk), sq]
 
 
-def qdp_ptx(ptx: str, name: str, n_params: int) -> str:
-    """``ptx`` with the entry ``name`` cut to its first ``n_params`` parameters.
+def qdp_ptx(ptx: str, name: str, n_params: int, keep_global_scratch: bool = False) -> str:
+    """``ptx`` with the entry ``name`` cut to the parameters QDP passes: its first ``n_params``
+    (inputs, int32 scalars, outputs), plus Triton's global-scratch pointer where
+    ``keep_global_scratch`` (the ws plugin passes its third output there).
 
     Only Triton's trailing scratch pointers may go: the entry must have exactly two more
-    parameters, 64-bit, and the PTX must never mention them outside the declaration.
+    parameters, 64-bit, and the PTX must never mention the dropped ones outside the declaration.
     """
     m = re.search(rf"\.entry\s+{re.escape(name)}\s*\((.*?)\)", ptx, re.S)
     if m is None:
@@ -125,11 +134,14 @@ def qdp_ptx(ptx: str, name: str, n_params: int) -> str:
             f"{PLUGIN_ID}: {name} declares {len(decls)} parameters, expected {n_params} plus "
             "Triton's 2 scratch pointers"
         )
-    for d in decls[n_params:]:
+    keep = n_params + int(bool(keep_global_scratch))
+    if ".u64" not in decls[n_params]:
+        raise LoweringError(f"{PLUGIN_ID}: {decls[n_params]!r} is not a scratch pointer")
+    for d in decls[keep:]:
         pname = d.split()[-1]
         if ".u64" not in d or ptx.count(pname) != 1:
             raise LoweringError(f"{PLUGIN_ID}: the scratch parameter {d!r} is used by {name}")
-    params = ",\n\t".join(decls[:n_params])
+    params = ",\n\t".join(decls[:keep])
     return ptx[: m.start(1)] + "\n\t" + params + "\n" + ptx[m.end(1) :]
 
 
@@ -148,6 +160,38 @@ def aot_kernel(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, Any]:
         )
     n = len(spec.runtime_params)
     return ck.name, qdp_ptx(ck.ptx, ck.name, n), ck
+
+
+@functools.cache
+def aot_kernel_ws(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, Any]:
+    """(kernel name, PTX for QDP, CompiledKernel) of ``attention_fwd_ws_qdp`` (the
+    warp-specialized kernel) for one variant; its PTX keeps the global-scratch parameter, which
+    receives the plugin's third output."""
+    from ...kernels.compile import compile_kernel
+
+    spec = W.ws_qdp_spec(head_dim, dtype, causal)
+    ck = compile_kernel(spec, with_ptx=True)
+    if ck.profile_scratch_size or ck.num_ctas != 1 or ck.global_scratch_size > WS_SCRATCH_BYTES:
+        raise LoweringError(
+            f"{PLUGIN_WS_ID}: {ck.name} asks for {ck.global_scratch_size} B of global scratch "
+            f"(the plugin gives {WS_SCRATCH_BYTES} B a program), {ck.profile_scratch_size} B of "
+            f"profile scratch or {ck.num_ctas} CTAs"
+        )
+    n = len(spec.runtime_params)
+    return ck.name, qdp_ptx(ck.ptx, ck.name, n, keep_global_scratch=True), ck
+
+
+def ws_plugin_config(layer: Any) -> W.WsConfig | None:
+    """The warp-specialized tile for ``layer`` (an attention with LSE that the plugins lower),
+    or None for the pointer kernel's plugin: it needs a head_dim and dtype of the ws table, a
+    static key length >= 1 (the kernel needs a key; TMA descriptors need a non-empty tensor)
+    and, causal, ``q_offset >= k_offset`` (no row without a key)."""
+    a, q_t, k_t = layer.attrs, layer.input_types[0], layer.input_types[1]
+    cfg = W.ws_config(q_t.shape[-1], q_t.dtype.name, bool(a["causal"]))
+    s_k = k_t.shape[-2]
+    if cfg is None or s_k is None:
+        return None
+    return cfg if W.ws_call_ok(a["causal"], a["q_offset"], a["k_offset"], s_k) else None
 
 
 def assemble_cubin(ptx: str, arch: int = 90) -> bytes:
@@ -183,20 +227,48 @@ def _constant(expr: Any, what: str) -> int:
     return int(expr.constant_value())
 
 
+def _variant(trt: Any, q: Any, k: Any, v: Any, plugin_id: str) -> tuple[str, int]:
+    """(dtype, head_dim) of the AOT call's inputs; LoweringError unless one 16-bit dtype and a
+    static head_dim."""
+    dtype = _dtype_of(trt, q)
+    if _dtype_of(trt, k) != dtype or _dtype_of(trt, v) != dtype:
+        raise LoweringError(f"{plugin_id}: q, k and v need one dtype")
+    return dtype, _constant(q.shape_expr[3], "head_dim")
+
+
+def _launch(trtp: Any, q: Any, k: Any, d: int, rows: int, ck: Any, offsets: tuple, scale: float):
+    """(KernelLaunchParams, SymIntExprs) of both plugins' kernels: a program per ``rows`` query
+    rows of each (batch, head); the int32 arguments in the QDP entries' order."""
+    bsz, heads, sq, sk = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2], k.shape_expr[2]
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = trtp.cdiv(sq, rows)
+    launch.grid_y = bsz * heads
+    launch.block_x = ck.num_warps * 32
+    launch.shared_mem = ck.shared
+    values = [sq * d, d, sk * d, d, sk * d, d, sq * d, d, sq, sk]
+    values += offset_args(trtp, *offsets, sq, sk)
+    values += [qk_scale_bits(scale), 1]
+    extra = trtp.SymIntExprs(len(values))
+    for i, value in enumerate(values):
+        extra[i] = trtp.SymInt32(value)
+    return launch, extra
+
+
 def _define(trt: Any, trtp: Any) -> None:
-    """Register ``PLUGIN_ID`` and its AOT implementation with the plugin module ``trtp``."""
+    """Register both plugins and their AOT implementations with the plugin module ``trtp``."""
     TD = trtp.TensorDesc
+
+    def lse_like(q: TD) -> TD:
+        return trtp.from_shape_expr(
+            (q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]), dtype=trt.float32
+        )
 
     @trtp.register(PLUGIN_ID, lazy_register=True)
     def flash_attention_lse_desc(
         q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
     ) -> tuple[TD, TD]:
         """o like q; lse [B, H, Sq] float32."""
-        o = q.like()
-        lse = trtp.from_shape_expr(
-            (q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]), dtype=trt.float32
-        )
-        return o, lse
+        return q.like(), lse_like(q)
 
     @trtp.aot_impl(PLUGIN_ID)
     def flash_attention_lse_aot(
@@ -210,27 +282,49 @@ def _define(trt: Any, trtp: Any) -> None:
         outputs: tuple[TD, TD],
         tactic: int,
     ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        """The compiled kernel, its launch parameters and its int32 scalar arguments."""
-        dtype = _dtype_of(trt, q)
-        if _dtype_of(trt, k) != dtype or _dtype_of(trt, v) != dtype:
-            raise LoweringError(f"{PLUGIN_ID}: q, k and v need one dtype")
-        d = _constant(q.shape_expr[3], "head_dim")
+        """The pointer kernel, its launch parameters and its int32 scalar arguments."""
+        dtype, d = _variant(trt, q, k, v, PLUGIN_ID)
         if not supported(dtype, d):
             raise LoweringError(f"{PLUGIN_ID}: no kernel for {dtype} head_dim {d}")
         cfg = kconfigs.attention_config(d, dtype, bool(causal))
         name, ptx, ck = aot_kernel(d, dtype, bool(causal))
-        bsz, heads, sq, sk = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2], k.shape_expr[2]
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x = trtp.cdiv(sq, cfg.block_m)
-        launch.grid_y = bsz * heads
-        launch.block_x = ck.num_warps * 32
-        launch.shared_mem = ck.shared
-        values = [sq * d, d, sk * d, d, sk * d, d, sq * d, d, sq, sk]
-        values += offset_args(trtp, bool(causal), q_offset, k_offset, sq, sk)
-        values += [qk_scale_bits(scale), 1]
-        extra = trtp.SymIntExprs(len(values))
-        for i, value in enumerate(values):
-            extra[i] = trtp.SymInt32(value)
+        offsets = (bool(causal), q_offset, k_offset)
+        launch, extra = _launch(trtp, q, k, d, cfg.block_m, ck, offsets, scale)
+        return name, ptx, launch, extra
+
+    @trtp.register(PLUGIN_WS_ID, lazy_register=True)
+    def flash_attention_lse_ws_desc(
+        q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
+    ) -> tuple[TD, TD, TD]:
+        """o like q; lse [B, H, Sq] float32; the kernel's scratch: int32, WS_SCRATCH_BYTES per
+        program of WS_MIN_ROWS query rows (no one reads it)."""
+        b, h, sq = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]
+        words = trtp.cdiv(sq, WS_MIN_ROWS) * b * h * (WS_SCRATCH_BYTES // 4)
+        return q.like(), lse_like(q), trtp.from_shape_expr((words,), dtype=trt.int32)
+
+    @trtp.aot_impl(PLUGIN_WS_ID)
+    def flash_attention_lse_ws_aot(
+        q: TD,
+        k: TD,
+        v: TD,
+        causal: bool,
+        q_offset: int,
+        k_offset: int,
+        scale: float,
+        outputs: tuple[TD, TD, TD],
+        tactic: int,
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
+        """The warp-specialized kernel (its global scratch is the third output)."""
+        dtype, d = _variant(trt, q, k, v, PLUGIN_WS_ID)
+        cfg = W.ws_config(d, dtype, bool(causal))
+        if cfg is None or (causal and q_offset < k_offset):
+            raise LoweringError(
+                f"{PLUGIN_WS_ID}: no warp-specialized kernel for {dtype} head_dim {d} "
+                f"causal={bool(causal)} q_offset={q_offset} k_offset={k_offset}"
+            )
+        name, ptx, ck = aot_kernel_ws(d, dtype, bool(causal))
+        offsets = (bool(causal), q_offset, k_offset)
+        launch, extra = _launch(trtp, q, k, d, cfg.rows_per_cta, ck, offsets, scale)
         return name, ptx, launch, extra
 
 
@@ -240,22 +334,25 @@ def register(trt: Any) -> Any:
     if id(trtp) in _registered:
         return trtp
     ns = getattr(trtp.op, PLUGIN_NAMESPACE, None) if hasattr(trtp.op, PLUGIN_NAMESPACE) else None
-    if ns is None or not hasattr(ns, FLASH_ATTENTION_LSE):
+    if ns is None or not all(hasattr(ns, n) for n in (FLASH_ATTENTION_LSE, FLASH_ATTENTION_LSE_WS)):
         _define(trt, trtp)
     _registered[id(trtp)] = trtp
     return trtp
 
 
 def add_flash_attention_lse(b: Any, layer: Any, q: Any, k: Any, v: Any) -> list[Any]:
-    """Insert the plugin for ``layer`` (q, k, v: 4-D ITensors): returns [o, lse]."""
+    """Insert the plugin for ``layer`` (q, k, v: 4-D ITensors): the warp-specialized kernel's
+    where :func:`ws_plugin_config` allows it, else the pointer kernel's; returns [o, lse]."""
     a = layer.attrs
     trtp = register(b.trt)
-    plugin_def = getattr(getattr(trtp.op, PLUGIN_NAMESPACE), FLASH_ATTENTION_LSE)
+    ws = ws_plugin_config(layer) is not None
+    name = FLASH_ATTENTION_LSE_WS if ws else FLASH_ATTENTION_LSE
+    plugin_def = getattr(getattr(trtp.op, PLUGIN_NAMESPACE), name)
     create = plugin_def(
         q, k, v,
         causal=bool(a["causal"]), q_offset=_int32("q_offset", a["q_offset"]),
         k_offset=_int32("k_offset", a["k_offset"]), scale=float(a["scale"]),
     )  # fmt: skip
     lay = b.network.add_plugin(create, aot=True)
-    b.name(lay, layer, "flash_attention_lse")
+    b.name(lay, layer, name)
     return [lay.get_output(0), lay.get_output(1)]

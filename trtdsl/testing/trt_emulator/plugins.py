@@ -1,9 +1,11 @@
 """Plugin layers (``add_plugin``) of the trtdsl plugins, evaluated with the kernels' reference.
 
-``trtdsl::flash_attention_lse`` (trtdsl/backends/tensorrt/plugins.py) runs the Triton
-flash-attention kernel inside a TensorRT engine; here it is the kernels' float64 NumPy reference
-(:mod:`trtdsl.kernels.reference`, independent of ``trtdsl.ops``): o in q's dtype (rounded once),
-lse float32. Any other plugin is an :class:`UnsupportedLayerError`.
+``trtdsl::flash_attention_lse`` and ``trtdsl::flash_attention_lse_ws``
+(trtdsl/backends/tensorrt/plugins.py) run the flash-attention kernels inside a TensorRT engine;
+here both are the kernels' float64 NumPy reference (:mod:`trtdsl.kernels.reference`,
+independent of ``trtdsl.ops``): o in q's dtype (rounded once), lse float32; the ws plugin's
+third output (its kernel's scratch, which nothing reads) is int32 zeros of the size its
+registration declares. Any other plugin is an :class:`UnsupportedLayerError`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...backends.tensorrt import plugins as P
 from ...kernels import reference
 from .graph import type_name
 
@@ -23,7 +26,7 @@ def plugin(v: Any, ins: list[np.ndarray], ev: Any) -> list[np.ndarray]:
     v.allow()
     p = v.prop("plugin")
     pid = getattr(p, "plugin_id", None)
-    if pid != "trtdsl::flash_attention_lse":
+    if pid not in (P.PLUGIN_ID, P.PLUGIN_WS_ID):
         raise v.unsupported(f"plugin {pid!r} is not modelled")
     if len(ins) != 3:
         raise v.fail(f"needs q, k, v, got {len(ins)} inputs")
@@ -43,4 +46,9 @@ def plugin(v: Any, ins: list[np.ndarray], ev: Any) -> list[np.ndarray]:
         q.astype(np.float32), k.astype(np.float32), val.astype(np.float32), a["scale"],
         a["causal"], a["q_offset"], a["k_offset"],
     )  # fmt: skip
-    return [o.astype(np.float32).astype(q.dtype), lse.astype(np.float32)]
+    outs = [o.astype(np.float32).astype(q.dtype), lse.astype(np.float32)]
+    if pid == P.PLUGIN_WS_ID:
+        b, h, s_q = q.shape[:3]
+        words = -(-s_q // P.WS_MIN_ROWS) * b * h * (P.WS_SCRATCH_BYTES // 4)
+        outs.append(np.zeros(words, np.int32))
+    return outs
