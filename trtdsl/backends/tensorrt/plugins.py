@@ -24,6 +24,15 @@ op lowers to when its log-sum-exp is asked for (Ring attention's merge needs it)
   entry after checking the body never reads them: the kernel TensorRT loads takes exactly the
   arguments QDP passes (no reliance on how TensorRT fills missing parameters).
 
+``trtdsl::flash_attention_lse_ws``: the same inputs, attributes, o and lse, from the
+warp-specialized Gluon kernel (``attention_fwd_ws_qdp``: ``attention_fwd_ws``'s body in QDP's
+order), plus a third output that nothing reads: int32, :data:`WS_SCRATCH_BYTES` per program,
+the global scratch of the kernel's in-kernel TMA descriptors. It lands on Triton's
+``global_scratch`` parameter (the one after the outputs), so only ``profile_scratch`` is cut.
+Grid ``(cdiv(Sq, 2 * BLOCK_M), B*H)``, 384 threads. The lowering takes it where
+:func:`ws_plugin_config` finds a tile (head_dim 64/128, a static key length, a causal query
+chunk not before its keys); the pointer kernel's plugin serves the rest.
+
 Registration is lazy: importing trtdsl imports neither ``tensorrt`` nor ``tensorrt.plugin``;
 :func:`plugin_module` imports ``tensorrt.plugin`` when a network that needs the plugin is lowered
 with the real module (the contract tests pass the fake's ``plugin`` attribute instead).
