@@ -6,7 +6,9 @@
 # NumPy, with the real cupy backend, kernels, streams, events, CUDA graphs and NCCL calls. What
 # it cannot show: speed (the ranks time-slice one GPU) or NVLink behaviour; the 2- and 4-GPU
 # kinds remain the place for those (gpu/run_ring.sh, gpu/run_all.sh).
-# Steps (STEPS=...): nccl2 ring2 ring4 blocks4 collectives4 sessions4.
+# Steps (STEPS=...): nccl2 ring2 ring4 blocks4 collectives4 sessions4; optional bench2 (the CP
+# benchmark at 8k tokens on 2 ranks: a smoke test of the script, its numbers mean nothing; its
+# --quick sizes took over 300 s through the sockets).
 set -uo pipefail
 # shellcheck source=gpu/steps.sh
 source "$(dirname "$0")/steps.sh"
@@ -24,4 +26,6 @@ step ring4 300 "${MPI[@]}" 4 "${RANK[@]}" gpu/check_ring.py --no-timing
 step blocks4 240 "${MPI[@]}" 4 "${RANK[@]}" gpu/check_blocks.py
 step collectives4 300 "${MPI[@]}" 4 "${RANK[@]}" gpu/check_dsl_collectives.py
 step sessions4 240 "${MPI[@]}" 4 "${RANK[@]}" gpu/check_sessions.py
+step bench2 240 "${MPI[@]}" 2 "${RANK[@]}" benchmarks/cp_attention_gpu.py --seqs 8192 \
+    --dtypes bfloat16 --repeat 1 --engine triton,cudnn --out "$OUT/cp_shared_smoke.md"
 finish
