@@ -437,7 +437,7 @@ def _consumer(q_smem, q_bars, ring, turns, O, LSE, bh, stride_ob, stride_om, m_c
 
 # -- kernel -------------------------------------------------------------------------------------
 @gluon_jit
-def _attention_ws(
+def attention_fwd_ws(
     Q,
     K,
     V,
@@ -466,7 +466,11 @@ def _attention_ws(
     PINGPONG: gl.constexpr,
     ACCUM: gl.constexpr,
 ):
-    """The kernel body (both entries inline it); arguments as ``attention_fwd_ws``."""
+    """Grid (cdiv(Sq, 2 * BLOCK_M), BH), ``num_warps=4``: a program computes 2 x BLOCK_M query
+    rows of one (batch, head), see the module docstring. Strides are i64, ``seq_*``, offsets
+    and ``write_lse`` i32, ``qk_scale`` fp32. ``ACCUM`` 0: O in Q's dtype, ``LSE`` written only
+    if ``write_lse != 0``; 1 / 2: O float32 (``*fp32``), ``LSE`` always written (``write_lse``
+    unused), 1 the block's result, 2 its merge into the running (O, LSE)."""
     gl.static_assert(HEAD_DIM == 64 or HEAD_DIM == 128, "HEAD_DIM must be 64 or 128")
     gl.static_assert(
         not PINGPONG or (OVERLAP and not CAUSAL), "PINGPONG needs OVERLAP and not CAUSAL"
@@ -524,48 +528,6 @@ def _attention_ws(
 
 
 @gluon_jit
-def attention_fwd_ws(
-    Q,
-    K,
-    V,
-    O,
-    LSE,
-    stride_qb,
-    stride_qm,
-    stride_kb,
-    stride_kn,
-    stride_vb,
-    stride_vn,
-    stride_ob,
-    stride_om,
-    seq_q,
-    seq_k,
-    q_offset,
-    k_offset,
-    qk_scale,
-    write_lse,
-    HEAD_DIM: gl.constexpr,
-    BLOCK_M: gl.constexpr,
-    BLOCK_N: gl.constexpr,
-    NUM_STAGES: gl.constexpr,
-    CAUSAL: gl.constexpr,
-    OVERLAP: gl.constexpr,
-    PINGPONG: gl.constexpr,
-    ACCUM: gl.constexpr,
-):
-    """Grid (cdiv(Sq, 2 * BLOCK_M), BH), ``num_warps=4``: a program computes 2 x BLOCK_M query
-    rows of one (batch, head), see the module docstring. Strides are i64, ``seq_*``, offsets
-    and ``write_lse`` i32, ``qk_scale`` fp32. ``ACCUM`` 0: O in Q's dtype, ``LSE`` written only
-    if ``write_lse != 0``; 1 / 2: O float32 (``*fp32``), ``LSE`` always written (``write_lse``
-    unused), 1 the block's result, 2 its merge into the running (O, LSE)."""
-    _attention_ws(
-        Q, K, V, O, LSE, stride_qb, stride_qm, stride_kb, stride_kn, stride_vb, stride_vn,
-        stride_ob, stride_om, seq_q, seq_k, q_offset, k_offset, qk_scale, write_lse,
-        HEAD_DIM, BLOCK_M, BLOCK_N, NUM_STAGES, CAUSAL, OVERLAP, PINGPONG, ACCUM,
-    )  # fmt: skip
-
-
-@gluon_jit
 def attention_fwd_ws_qdp(
     Q,
     K,
@@ -599,9 +561,10 @@ def attention_fwd_ws_qdp(
     as ``attention_fwd_qdp`` is for the pointer kernel: input pointers, int32 scalars (strides
     widened here, ``qk_scale_bits`` the float32 bits of ``scale * log2(e)``), output pointers;
     the global scratch of the in-kernel TMA descriptors is the parameter Triton appends after
-    them (the plugin passes a third output there). ``ACCUM`` must be 0."""
+    them (the plugin passes a third output there). ``ACCUM`` must be 0. It calls (inlines)
+    ``attention_fwd_ws``: same grid, tiles and results."""
     gl.static_assert(ACCUM == 0, "attention_fwd_ws_qdp writes O in Q's dtype: ACCUM must be 0")
-    _attention_ws(
+    attention_fwd_ws(
         Q, K, V, O, LSE,
         stride_qb.to(gl.int64), stride_qm.to(gl.int64), stride_kb.to(gl.int64),
         stride_kn.to(gl.int64), stride_vb.to(gl.int64), stride_vn.to(gl.int64),
