@@ -26,6 +26,7 @@ before the launch. Prints one line per case and ``PLUGIN KERNEL: N passed, M fai
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ except ImportError:  # kernels/ not linked under trtdsl
 
 TOL_O = {"float16": 2e-3, "bfloat16": 1e-2}  # ||o - ref|| / ||ref||
 TOL_LSE = 1e-4  # |lse - ref| / max(1, |ref|)
+GUARD = 4096  # int32 words after the ws plugin's scratch output: a write there fails the case
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 
 
@@ -107,13 +109,15 @@ def plugin_launch(case: Case, scale: float, ws: bool) -> tuple[dict[str, Any], l
     )  # fmt: skip
     net.output(o, "o")
     net.output(lse, "lse")
-    chooser = P.ws_plugin_config
-    if not ws:
-        P.ws_plugin_config = lambda layer: None
+    before = os.environ.get("TRTDSL_ATTENTION_WS")
+    os.environ["TRTDSL_ATTENTION_WS"] = "1" if ws else "0"  # the lowering's switch
     try:
         _, network, _ = lower_network(net, trt)
     finally:
-        P.ws_plugin_config = chooser
+        if before is None:
+            del os.environ["TRTDSL_ATTENTION_WS"]
+        else:
+            os.environ["TRTDSL_ATTENTION_WS"] = before
     layers = [obj for method, obj in network.created if method == "add_plugin"]
     if len(layers) != 1:
         raise AssertionError(f"expected one plugin layer, the lowering made {len(layers)}")
@@ -166,7 +170,9 @@ class PluginCall:
                                           shmem_size=got["shared_mem"])  # fmt: skip
         self.o = ctx.to_gpu(np.full(dims[0], np.nan), case.dtype)
         self.lse = cp.full(dims[1], np.nan, cp.float32)
-        self.outs = [self.o, self.lse] + [cp.full(d, -1, cp.int32) for d in dims[2:]]
+        # the ws plugin's scratch, poisoned, with GUARD words after it that must stay as they are
+        self.scratch = [cp.full(int(np.prod(d)) + GUARD, -1, cp.int32) for d in dims[2:]]
+        self.outs = [self.o, self.lse] + self.scratch
         extra = [np.int32(a) for a in got["extra_args"]]
         self.args = [int(x.data.ptr) for x in inputs] + extra
         self.args += [int(x.data.ptr) for x in self.outs]
@@ -199,6 +205,7 @@ def check_case(ctx: GpuCheck, loader: Loader, rng: np.random.Generator, case: Ca
     ok = bool(np.isfinite(o).all()) and e_o <= TOL_O[case.dtype] and e_l <= TOL_LSE
     ok = ok and bool(np.array_equal(np.isneginf(lse), empty)) and bool(np.isfinite(lse[fin]).all())
     ok = ok and bool((o[empty] == 0).all())
+    ok = ok and all(bool((buf[-GUARD:] == -1).all()) for buf in call.scratch)
     kind = "ws     " if ws else "pointer"
     ctx.record(ok, f"{kind} {case} grid={call.grid} block={call.block[0]} "
                    f"smem={call.got['shared_mem']} o_err={e_o:.1e} lse_err={e_l:.1e} "

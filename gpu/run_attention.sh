@@ -6,18 +6,14 @@
 # 4 GPUs (where present) against one-GPU cuDNN. BENCH_ARGS passes flags to the benchmark.
 # Kernels: TRTDSL_KERNEL_CACHE may point at a prebuilt cache (python -m trtdsl.kernels.prebuild).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-/tmp/trtdsl-attention}
-mkdir -p "$OUT"
-# a checkout on PYTHONPATH has no trtdsl.kernels (pip maps kernels/ there): link it
-[ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
+# shellcheck source=gpu/steps.sh
+source "$(dirname "$0")/steps.sh"
+gpu_setup /tmp/trtdsl-attention
 STEPS=${STEPS:-"op blocks bench2 bench4"}
 NGPU=$(nvidia-smi -L | wc -l)
 PY=$(command -v python3)
 MPI=(mpirun --allow-run-as-root -x PYTHONUNBUFFERED -x NCCL_NVLS_ENABLE -x PYTHONPATH
     -x TRTDSL_KERNEL_CACHE -np)
-# shellcheck source=gpu/steps.sh
-source "$(dirname "$0")/steps.sh"
 { date -u; nvidia-smi -L; } 2>&1 | tee "$OUT/env.txt"
 step op 240 "$PY" gpu/check_attention_op.py
 step blocks 240 "${MPI[@]}" "$NGPU" "$PY" gpu/check_blocks.py

@@ -9,13 +9,10 @@
 # Set TRTDSL_KERNEL_CACHE to a prebuilt cache (python -m trtdsl.kernels.prebuild) to skip
 # compiling there.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-/tmp/trtdsl-kernels}
-mkdir -p "$OUT"
-STEPS=${STEPS:-"check plugin sweep bench"}
-
 # shellcheck source=gpu/steps.sh
 source "$(dirname "$0")/steps.sh"
+gpu_setup /tmp/trtdsl-kernels
+STEPS=${STEPS:-"check plugin sweep bench"}
 
 { date -u; nvidia-smi -L; python3 -c "import cupy, triton, cuda.core as c, torch; \
 print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__version__, \

@@ -8,13 +8,10 @@
 # and after fusion. BENCH_ARGS / SWEEP_ARGS / PROFILE_ARGS pass flags through. Set
 # TRTDSL_KERNEL_CACHE to a prebuilt cache (python -m trtdsl.kernels.prebuild) to skip compiling.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-OUT=${OUT:-/tmp/trtdsl-norm}
-mkdir -p "$OUT"
-STEPS=${STEPS:-"check bench sweep act profile"}
-
 # shellcheck source=gpu/steps.sh
 source "$(dirname "$0")/steps.sh"
+gpu_setup /tmp/trtdsl-norm
+STEPS=${STEPS:-"check bench sweep act profile"}
 
 { date -u; nvidia-smi -L; python3 -c "import cupy, triton, cuda.core as c; \
 print('cupy', cupy.__version__, 'triton', triton.__version__, 'cuda.core', c.__version__)"; \

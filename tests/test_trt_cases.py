@@ -291,6 +291,9 @@ for _dt, _tol in (("float16", 2e-2), ("bfloat16", 6e-2)):
         ("causal_4d", {"lse": True, "d": 32, "rank4": True, "causal": True}),
         # q before k: rows 0-2 see no key (o = 0, lse = -inf), which only the plugin defines
         ("causal_blind_rows", {"lse": True, "d": 32, "causal": True, "s_q": 5, "k_offset": 3}),
+        # head_dim 64: the warp-specialized kernel's plugin (a third, scratch output)
+        ("ws_full_4d", {"lse": True, "d": 64, "rank4": True}),
+        ("ws_causal_offsets", {"lse": True, "d": 64, "causal": True, "s_q": 5, "q_offset": 4}),
     ):
         CASES.append(
             Case(f"attention_plugin_{_label}_{_dt}", _attention_case(_dt, **_kw), _tol, _tol)

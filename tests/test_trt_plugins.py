@@ -16,6 +16,7 @@ import inspect
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -405,3 +406,65 @@ def test_aot_kernel_is_the_table_kernel_and_assembles_to_an_sm90_cubin() -> None
     assert entry.count(".param") == len(spec.runtime_params) == 19
     cubin = P.assemble_cubin(ptx)
     assert cubin[:4] == b"\x7fELF" and name.encode() in cubin
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [KC.attention_qdp_spec(64, "float16", True), WC.ws_qdp_spec(64, "float16", True)],
+    ids=lambda s: s.fn_name,
+)
+def test_qdp_specs_follow_the_kernels_own_parameter_order(spec) -> None:
+    """Triton binds a spec's signature to the kernel by name, so a spec in another order than
+    the kernel compiles fine and QDP would pass strides into O: the orders must be one."""
+    from trtdsl.kernels.compile import _kernel_fn
+
+    assert list(spec.signature) == list(_kernel_fn(spec.fn_name).arg_names)
+    runtime = list(spec.runtime_params)
+    assert runtime == ["Q", "K", "V", *P.EXTRA_ARGS, "O", "LSE"]  # QDP: inputs, int32s, outputs
+
+
+@needs_triton
+@pytest.mark.parametrize("kernel", ["pointer", "ws"])
+def test_the_plugin_ptx_takes_what_qdp_passes_in_order(kernel) -> None:
+    if kernel == "pointer":
+        name, ptx, _ = P.aot_kernel(64, "bfloat16", False)
+    else:
+        name, ptx, _ = P.aot_kernel_ws(64, "bfloat16", False)
+    entry = ptx[ptx.index(f".entry {name}(") :].split(")")[0]
+    types = [t for t in re.findall(r"\.param\s+\.(\w+)", entry)]
+    outputs = 2 if kernel == "pointer" else 3  # o, lse (and the ws kernel's scratch)
+    assert types == ["u64"] * 3 + ["u32"] * len(P.EXTRA_ARGS) + ["u64"] * outputs
+
+
+def test_ws_plugin_can_be_switched_off_while_lowering(monkeypatch) -> None:
+    monkeypatch.setenv("TRTDSL_ATTENTION_WS", "0")
+    _, network, _ = lower_network(_net(), make_fake_tensorrt())
+    assert _plugin_layer(network).plugin.plugin_id == P.PLUGIN_ID
+    monkeypatch.setenv("TRTDSL_ATTENTION_WS", "1")
+    _, network, _ = lower_network(_net(), make_fake_tensorrt())
+    assert _plugin_layer(network).plugin.plugin_id == P.PLUGIN_WS_ID
+
+
+@pytest.mark.parametrize(
+    "why, kw, plugin",
+    [
+        ("B x H at grid y's limit", {"lead": (5, 13107)}, True),
+        ("B x H past grid y", {"lead": (2, 32768)}, False),
+        ("heads past grid y, rank 3", {"lead": (65536,)}, False),
+        ("Sk x D at int32's limit", {"lead": (1, 1), "s_k": 2**25 - 1, "causal": False}, True),
+        ("Sk x D past int32", {"lead": (1, 1), "s_k": 2**25, "causal": False}, False),
+        ("Sq x D past int32", {"lead": (1, 1), "s_q": 2**25, "causal": False}, False),
+        ("no query", {"s_q": 0, "causal": False}, False),
+    ],
+)
+def test_plugins_only_take_shapes_their_launch_and_int32_strides_allow(why, kw, plugin) -> None:
+    _, network, _ = lower_network(_net(**kw), make_fake_tensorrt())
+    assert (_plugin_layer(network) is not None) == plugin, why
+
+
+def test_registration_adds_only_the_plugins_a_registry_lacks() -> None:
+    trt = make_fake_tensorrt()
+    P._define(trt, trt.plugin, [P.FLASH_ATTENTION_LSE])  # an earlier registration of one
+    P._registered.pop(id(trt.plugin), None)
+    assert P.register(trt) is trt.plugin  # the real registry refuses a second definition
+    assert list(trt.plugin.QDP_REGISTRY) == [P.PLUGIN_ID, P.PLUGIN_WS_ID]

@@ -118,7 +118,8 @@ class Attention(OpDef):
             raise layer.fail(
                 f"causal attention with q_offset {a['q_offset']} < k_offset {a['k_offset']} "
                 "has query rows that see no key; TensorRT leaves them undefined (the "
-                "log-sum-exp plugin defines them: fp16/bf16, return_lse=True, no mask)"
+                "log-sum-exp plugin defines them: fp16/bf16, head_dim 32/64/128/256, "
+                "return_lse=True, no mask)"
             )
         if (
             a["return_lse"]
@@ -183,7 +184,13 @@ def _plugin_lowers(layer: Layer, b: Any, out_dynamic: int) -> bool:
         a["return_lse"]
         and not a["mask"]
         and has_plugin is not None
-        and has_plugin("flash_attention_lse", dtype=q_t.dtype.name, head_dim=q_t.shape[-1])
+        and has_plugin(
+            "flash_attention_lse",
+            dtype=q_t.dtype.name,
+            head_dim=q_t.shape[-1],
+            q_shape=q_t.shape,
+            k_shape=k_t.shape,
+        )  # fmt: skip
         and q_t.rank in (3, 4)
         and not (q_t.rank == 3 and out_dynamic > 1)
         and layer.input_types[2].shape == k_t.shape

@@ -324,14 +324,17 @@ class LoweringContext:
 
     # -- plugins ---------------------------------------------------------------------------
     def has_plugin(self, name: str, **variant: Any) -> bool:
-        """True if trtdsl's plugin ``name`` computes ``variant`` (``dtype``, ``head_dim``) and
-        plugins are not switched off."""
+        """True if trtdsl's plugin ``name`` computes ``variant`` (``dtype``, ``head_dim`` and,
+        where given, ``q_shape`` / ``k_shape`` within the kernels' limits) and plugins are not
+        switched off."""
         from . import plugins
 
-        return (
+        q_shape, k_shape = variant.get("q_shape"), variant.get("k_shape")
+        return bool(
             self.plugins
             and name == plugins.FLASH_ATTENTION_LSE
             and plugins.supported(variant.get("dtype"), variant.get("head_dim"))
+            and (q_shape is None or k_shape is None or plugins.shapes_fit(q_shape, k_shape))
         )
 
     def plugin(self, name: str, inputs: Sequence[Any], layer: Layer | None = None) -> list[Any]:

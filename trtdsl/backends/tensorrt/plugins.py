@@ -44,6 +44,7 @@ inspects the annotations of the decorated functions, which must be real objects.
 
 import functools
 import importlib
+import math
 import re
 import struct
 from typing import Any
@@ -57,6 +58,7 @@ FLASH_ATTENTION_LSE = "flash_attention_lse"
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{FLASH_ATTENTION_LSE}"
 FLASH_ATTENTION_LSE_WS = "flash_attention_lse_ws"
 PLUGIN_WS_ID = f"{PLUGIN_NAMESPACE}::{FLASH_ATTENTION_LSE_WS}"
+PLUGINS = f"{PLUGIN_ID} / {FLASH_ATTENTION_LSE_WS}"  # errors of what both share
 #: Bytes of the ws plugin's third output per program (its in-kernel TMA descriptors).
 WS_SCRATCH_BYTES = W.SCRATCH_PER_PROGRAM
 #: The fewest query rows a ws program covers (sizes the scratch for every tile of the table).
@@ -102,7 +104,7 @@ def qk_scale_bits(scale: float) -> int:
 
 def _int32(name: str, value: int) -> int:
     if not _INT32[0] <= int(value) <= _INT32[1]:
-        raise LoweringError(f"{PLUGIN_ID}: {name}={value} does not fit the kernel's int32")
+        raise LoweringError(f"{PLUGINS}: {name}={value} does not fit the kernels' int32")
     return int(value)
 
 
@@ -136,20 +138,20 @@ def qdp_ptx(ptx: str, name: str, n_params: int, keep_global_scratch: bool = Fals
     """
     m = re.search(rf"\.entry\s+{re.escape(name)}\s*\((.*?)\)", ptx, re.S)
     if m is None:
-        raise LoweringError(f"{PLUGIN_ID}: no .entry {name}( ... ) in the kernel's PTX")
+        raise LoweringError(f"{PLUGINS}: no .entry {name}( ... ) in the kernel's PTX")
     decls = [d.strip() for d in m.group(1).split(",") if d.strip()]
     if len(decls) != n_params + 2:
         raise LoweringError(
-            f"{PLUGIN_ID}: {name} declares {len(decls)} parameters, expected {n_params} plus "
+            f"{PLUGINS}: {name} declares {len(decls)} parameters, expected {n_params} plus "
             "Triton's 2 scratch pointers"
         )
     keep = n_params + int(bool(keep_global_scratch))
     if ".u64" not in decls[n_params]:
-        raise LoweringError(f"{PLUGIN_ID}: {decls[n_params]!r} is not a scratch pointer")
+        raise LoweringError(f"{PLUGINS}: {decls[n_params]!r} is not a scratch pointer")
     for d in decls[keep:]:
         pname = d.split()[-1]
         if ".u64" not in d or ptx.count(pname) != 1:
-            raise LoweringError(f"{PLUGIN_ID}: the scratch parameter {d!r} is used by {name}")
+            raise LoweringError(f"{PLUGINS}: the scratch parameter {d!r} is used by {name}")
     params = ",\n\t".join(decls[:keep])
     return ptx[: m.start(1)] + "\n\t" + params + "\n" + ptx[m.end(1) :]
 
@@ -190,11 +192,35 @@ def aot_kernel_ws(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, An
     return ck.name, qdp_ptx(ck.ptx, ck.name, n, keep_global_scratch=True), ck
 
 
+MAX_GRID_Y = 65535
+
+
+def shapes_fit(q_shape: tuple, k_shape: tuple) -> bool:
+    """Whether the static dims of q [..., H, Sq, D] and k [..., H, Sk, D] are within both
+    kernels' launch and int32 limits: (batch x heads) <= 65535 (grid y), Sq >= 1 (grid x),
+    Sq*D and Sk*D < 2**31 (the int32 strides). Dynamic dims (None) are taken on trust: the
+    launch fails past them.
+
+    >>> shapes_fit((2, 8, 4096, 128), (2, 8, 4096, 128)), shapes_fit((70000, 1, 64), (70000, 1, 64))
+    (True, False)
+    """
+    lead = list(q_shape[:-2])
+    if None not in lead and math.prod(lead) > MAX_GRID_Y:
+        return False
+    sq, sk, d = q_shape[-2], k_shape[-2], q_shape[-1]
+    if sq is not None and sq < 1:
+        return False
+    return all(s is None or d is None or s * d <= _INT32[1] for s in (sq, sk))
+
+
 def ws_plugin_config(layer: Any) -> W.WsConfig | None:
     """The warp-specialized tile for ``layer`` (an attention with LSE that the plugins lower),
     or None for the pointer kernel's plugin: it needs a head_dim and dtype of the ws table, a
     static key length >= 1 (the kernel needs a key; TMA descriptors need a non-empty tensor)
-    and, causal, ``q_offset >= k_offset`` (no row without a key)."""
+    and, causal, ``q_offset >= k_offset`` (no row without a key). ``TRTDSL_ATTENTION_WS=0``
+    (``ws_configs.use_ws``) while lowering keeps the pointer kernel: the engine keeps the choice."""
+    if not W.use_ws():  # TRTDSL_ATTENTION_WS=0 while lowering: fixed into the engine built
+        return None
     a, q_t, k_t = layer.attrs, layer.input_types[0], layer.input_types[1]
     cfg = W.ws_config(q_t.shape[-1], q_t.dtype.name, bool(a["causal"]))
     s_k = k_t.shape[-2]
@@ -223,26 +249,26 @@ def assemble_cubin(ptx: str, arch: int = 90) -> bytes:
         return out.read_bytes()
 
 
-def _dtype_of(trt: Any, desc: Any) -> str:
+def _dtype_of(trt: Any, desc: Any, plugin_id: str) -> str:
     for member, name in DTYPES.items():
         if desc.dtype == getattr(trt.DataType, member):
             return name
-    raise LoweringError(f"{PLUGIN_ID}: needs float16 or bfloat16 inputs, got {desc.dtype}")
+    raise LoweringError(f"{plugin_id}: needs float16 or bfloat16 inputs, got {desc.dtype}")
 
 
-def _constant(expr: Any, what: str) -> int:
+def _constant(expr: Any, what: str, plugin_id: str) -> int:
     if not expr.is_constant:
-        raise LoweringError(f"{PLUGIN_ID}: {what} must be static")
+        raise LoweringError(f"{plugin_id}: {what} must be static")
     return int(expr.constant_value())
 
 
 def _variant(trt: Any, q: Any, k: Any, v: Any, plugin_id: str) -> tuple[str, int]:
     """(dtype, head_dim) of the AOT call's inputs; LoweringError unless one 16-bit dtype and a
     static head_dim."""
-    dtype = _dtype_of(trt, q)
-    if _dtype_of(trt, k) != dtype or _dtype_of(trt, v) != dtype:
+    dtype = _dtype_of(trt, q, plugin_id)
+    if _dtype_of(trt, k, plugin_id) != dtype or _dtype_of(trt, v, plugin_id) != dtype:
         raise LoweringError(f"{plugin_id}: q, k and v need one dtype")
-    return dtype, _constant(q.shape_expr[3], "head_dim")
+    return dtype, _constant(q.shape_expr[3], "head_dim", plugin_id)
 
 
 def _launch(trtp: Any, q: Any, k: Any, d: int, rows: int, ck: Any, offsets: tuple, scale: float):
@@ -263,8 +289,10 @@ def _launch(trtp: Any, q: Any, k: Any, d: int, rows: int, ck: Any, offsets: tupl
     return launch, extra
 
 
-def _define(trt: Any, trtp: Any) -> None:
-    """Register both plugins and their AOT implementations with the plugin module ``trtp``."""
+def _define(trt: Any, trtp: Any, names: list[str]) -> None:
+    """Register the plugins ``names`` (of :data:`FLASH_ATTENTION_LSE` and
+    :data:`FLASH_ATTENTION_LSE_WS`) and their AOT implementations with the plugin module ``trtp``
+    (one already there, from an earlier registration, is not registered twice)."""
     TD = trtp.TensorDesc
 
     def lse_like(q: TD) -> TD:
@@ -272,69 +300,73 @@ def _define(trt: Any, trtp: Any) -> None:
             (q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]), dtype=trt.float32
         )
 
-    @trtp.register(PLUGIN_ID, lazy_register=True)
-    def flash_attention_lse_desc(
-        q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
-    ) -> tuple[TD, TD]:
-        """o like q; lse [B, H, Sq] float32."""
-        return q.like(), lse_like(q)
+    if FLASH_ATTENTION_LSE in names:
 
-    @trtp.aot_impl(PLUGIN_ID)
-    def flash_attention_lse_aot(
-        q: TD,
-        k: TD,
-        v: TD,
-        causal: bool,
-        q_offset: int,
-        k_offset: int,
-        scale: float,
-        outputs: tuple[TD, TD],
-        tactic: int,
-    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        """The pointer kernel, its launch parameters and its int32 scalar arguments."""
-        dtype, d = _variant(trt, q, k, v, PLUGIN_ID)
-        if not supported(dtype, d):
-            raise LoweringError(f"{PLUGIN_ID}: no kernel for {dtype} head_dim {d}")
-        cfg = kconfigs.attention_config(d, dtype, bool(causal))
-        name, ptx, ck = aot_kernel(d, dtype, bool(causal))
-        offsets = (bool(causal), q_offset, k_offset)
-        launch, extra = _launch(trtp, q, k, d, cfg.block_m, ck, offsets, scale)
-        return name, ptx, launch, extra
+        @trtp.register(PLUGIN_ID, lazy_register=True)
+        def flash_attention_lse_desc(
+            q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
+        ) -> tuple[TD, TD]:
+            """o like q; lse [B, H, Sq] float32."""
+            return q.like(), lse_like(q)
 
-    @trtp.register(PLUGIN_WS_ID, lazy_register=True)
-    def flash_attention_lse_ws_desc(
-        q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
-    ) -> tuple[TD, TD, TD]:
-        """o like q; lse [B, H, Sq] float32; the kernel's scratch: int32, WS_SCRATCH_BYTES per
-        program of WS_MIN_ROWS query rows (no one reads it)."""
-        b, h, sq = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]
-        words = trtp.cdiv(sq, WS_MIN_ROWS) * b * h * (WS_SCRATCH_BYTES // 4)
-        return q.like(), lse_like(q), trtp.from_shape_expr((words,), dtype=trt.int32)
+        @trtp.aot_impl(PLUGIN_ID)
+        def flash_attention_lse_aot(
+            q: TD,
+            k: TD,
+            v: TD,
+            causal: bool,
+            q_offset: int,
+            k_offset: int,
+            scale: float,
+            outputs: tuple[TD, TD],
+            tactic: int,
+        ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
+            """The pointer kernel, its launch parameters and its int32 scalar arguments."""
+            dtype, d = _variant(trt, q, k, v, PLUGIN_ID)
+            if not supported(dtype, d):
+                raise LoweringError(f"{PLUGIN_ID}: no kernel for {dtype} head_dim {d}")
+            cfg = kconfigs.attention_config(d, dtype, bool(causal))
+            name, ptx, ck = aot_kernel(d, dtype, bool(causal))
+            offsets = (bool(causal), q_offset, k_offset)
+            launch, extra = _launch(trtp, q, k, d, cfg.block_m, ck, offsets, scale)
+            return name, ptx, launch, extra
 
-    @trtp.aot_impl(PLUGIN_WS_ID)
-    def flash_attention_lse_ws_aot(
-        q: TD,
-        k: TD,
-        v: TD,
-        causal: bool,
-        q_offset: int,
-        k_offset: int,
-        scale: float,
-        outputs: tuple[TD, TD, TD],
-        tactic: int,
-    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
-        """The warp-specialized kernel (its global scratch is the third output)."""
-        dtype, d = _variant(trt, q, k, v, PLUGIN_WS_ID)
-        cfg = W.ws_config(d, dtype, bool(causal))
-        if cfg is None or (causal and q_offset < k_offset):
-            raise LoweringError(
-                f"{PLUGIN_WS_ID}: no warp-specialized kernel for {dtype} head_dim {d} "
-                f"causal={bool(causal)} q_offset={q_offset} k_offset={k_offset}"
-            )
-        name, ptx, ck = aot_kernel_ws(d, dtype, bool(causal))
-        offsets = (bool(causal), q_offset, k_offset)
-        launch, extra = _launch(trtp, q, k, d, cfg.rows_per_cta, ck, offsets, scale)
-        return name, ptx, launch, extra
+    if FLASH_ATTENTION_LSE_WS in names:
+
+        @trtp.register(PLUGIN_WS_ID, lazy_register=True)
+        def flash_attention_lse_ws_desc(
+            q: TD, k: TD, v: TD, causal: bool, q_offset: int, k_offset: int, scale: float
+        ) -> tuple[TD, TD, TD]:
+            """o like q; lse [B, H, Sq] float32; the kernel's scratch: int32, WS_SCRATCH_BYTES per
+            program of WS_MIN_ROWS query rows (no one reads it)."""
+            b, h, sq = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]
+            words = trtp.cdiv(sq, WS_MIN_ROWS) * b * h * (WS_SCRATCH_BYTES // 4)
+            return q.like(), lse_like(q), trtp.from_shape_expr((words,), dtype=trt.int32)
+
+        @trtp.aot_impl(PLUGIN_WS_ID)
+        def flash_attention_lse_ws_aot(
+            q: TD,
+            k: TD,
+            v: TD,
+            causal: bool,
+            q_offset: int,
+            k_offset: int,
+            scale: float,
+            outputs: tuple[TD, TD, TD],
+            tactic: int,
+        ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs]:
+            """The warp-specialized kernel (its global scratch is the third output)."""
+            dtype, d = _variant(trt, q, k, v, PLUGIN_WS_ID)
+            cfg = W.ws_config(d, dtype, bool(causal))
+            if cfg is None or (causal and q_offset < k_offset):
+                raise LoweringError(
+                    f"{PLUGIN_WS_ID}: no warp-specialized kernel for {dtype} head_dim {d} "
+                    f"causal={bool(causal)} q_offset={q_offset} k_offset={k_offset}"
+                )
+            name, ptx, ck = aot_kernel_ws(d, dtype, bool(causal))
+            offsets = (bool(causal), q_offset, k_offset)
+            launch, extra = _launch(trtp, q, k, d, cfg.rows_per_cta, ck, offsets, scale)
+            return name, ptx, launch, extra
 
 
 def register(trt: Any) -> Any:
@@ -343,8 +375,9 @@ def register(trt: Any) -> Any:
     if id(trtp) in _registered:
         return trtp
     ns = getattr(trtp.op, PLUGIN_NAMESPACE, None) if hasattr(trtp.op, PLUGIN_NAMESPACE) else None
-    if ns is None or not all(hasattr(ns, n) for n in (FLASH_ATTENTION_LSE, FLASH_ATTENTION_LSE_WS)):
-        _define(trt, trtp)
+    missing = [n for n in (FLASH_ATTENTION_LSE, FLASH_ATTENTION_LSE_WS) if not hasattr(ns, n)]
+    if missing:
+        _define(trt, trtp, missing)
     _registered[id(trtp)] = trtp
     return trtp
 
