@@ -39,14 +39,19 @@ def spec_id(spec: CFG.KernelSpec) -> str:
     ty = next(iter(spec.signature.values()))
     cfg = W.WsConfig(c["BLOCK_M"], c["BLOCK_N"], c["NUM_STAGES"], c["OVERLAP"], c["PINGPONG"])
     mask = "causal" if c["CAUSAL"] else "full"
-    return f"{ty}-d{c['HEAD_DIM']}-{mask}-{cfg.label.replace(' ', '-')}-accum{c['ACCUM']}"
+    qdp = "-qdp" if spec.fn_name.endswith("_qdp") else ""
+    return f"{ty}-d{c['HEAD_DIM']}-{mask}-{cfg.label.replace(' ', '-')}-accum{c['ACCUM']}{qdp}"
+
+
+#: The TensorRT plugin's entry at head_dim 128 (64 compiles in tests/test_trt_plugins.py).
+QDP_SPECS = [W.ws_qdp_spec(128, dt, c) for dt in CFG.DTYPES for c in (False, True)]
 
 
 # ---- compilation -------------------------------------------------------------------------
 
 
 @needs_triton
-@pytest.mark.parametrize("spec", W.ws_specs(), ids=spec_id)
+@pytest.mark.parametrize("spec", W.ws_specs() + QDP_SPECS, ids=spec_id)
 def test_ws_variant_compiles_to_warp_specialized_code(spec: CFG.KernelSpec, tmp_path: Path):
     ck = C.compile_kernel(spec, directory=tmp_path, with_ptx=True)
     assert ck.cubin[:4] == b"\x7fELF" and ck.name.encode() in ck.cubin
