@@ -1,8 +1,9 @@
 """What the GPU kernel checks share (``gpu/check_kernels.py``, ``check_norm.py``,
-``check_activation.py``, ``check_cudnn_attention.py``; imported from the script's folder):
-their ``--quick``/``--seed`` arguments, CuPy, bf16 on the device (native, or uint16 bits read
-through the kernels' ``as_dtype`` where CuPy lacks bfloat16), poisoned blocks that show whether
-a kernel wrote its whole output, and the PASS/FAIL tally."""
+``check_activation.py``, ``check_cudnn_attention.py``, ``check_accum.py``,
+``check_plugin_kernel.py``; imported from the script's folder): their ``--quick``/``--seed``
+arguments, CuPy, bf16 on the device (native, or uint16 bits read through the kernels'
+``as_dtype`` where CuPy lacks bfloat16), poisoned blocks that show whether a kernel wrote its
+whole output, the attention checks' error measures, and the PASS/FAIL tally."""
 
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ def check_args(
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
     return args, seed, np.random.default_rng(seed)
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    """``||a - b|| / ||b||`` (``||a||`` where b is all zeros)."""
+    nb = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / nb) if nb > 0 else float(np.linalg.norm(a))
+
+
+def check_lse(got: np.ndarray, ref: np.ndarray, tol: float) -> tuple[bool, float]:
+    """(ok, error) of a log-sum-exp against float64: -inf exactly where the reference has it,
+    finite elsewhere and within ``tol`` of it relative to max(1, |ref|)."""
+    inf_ok = bool(np.array_equal(np.isneginf(got), np.isneginf(ref)))
+    fin = np.isfinite(ref)
+    err = np.abs(got[fin] - ref[fin]) / np.maximum(1.0, np.abs(ref[fin]))
+    e = float(err.max()) if err.size else 0.0
+    return inf_ok and bool(np.isfinite(got[fin]).all()) and e <= tol, e
 
 
 class GpuCheck:
