@@ -51,6 +51,7 @@ from typing import Any
 
 from ...kernels import configs as kconfigs
 from ...kernels import ws_configs as W
+from ...kernels.attention import MAX_GRID_Y
 from .errors import LoweringError
 
 PLUGIN_NAMESPACE = "trtdsl"
@@ -156,43 +157,35 @@ def qdp_ptx(ptx: str, name: str, n_params: int, keep_global_scratch: bool = Fals
     return ptx[: m.start(1)] + "\n\t" + params + "\n" + ptx[m.end(1) :]
 
 
-@functools.cache
-def aot_kernel(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, Any]:
-    """(kernel name, PTX for QDP, CompiledKernel) of ``attention_fwd_qdp`` for one variant,
-    from trtdsl.kernels' ahead-of-time compile (disk cache; needs Triton on a miss)."""
+def _aot(spec: Any, scratch_bytes: int, plugin_id: str) -> tuple[str, str, Any]:
+    """(kernel name, PTX for QDP, CompiledKernel) of the plugin entry ``spec``, from
+    trtdsl.kernels' ahead-of-time compile (disk cache; needs Triton on a miss). The kernel may
+    use at most ``scratch_bytes`` of global scratch a program (a plugin that gives any keeps the
+    parameter after the outputs, the others cut it), no profile scratch and one CTA a program."""
     from ...kernels.compile import compile_kernel
 
-    spec = kconfigs.attention_qdp_spec(head_dim, dtype, causal)
     ck = compile_kernel(spec, with_ptx=True)
-    if ck.global_scratch_size or ck.profile_scratch_size or ck.num_ctas != 1:
+    if ck.profile_scratch_size or ck.num_ctas != 1 or ck.global_scratch_size > scratch_bytes:
         raise LoweringError(
-            f"{PLUGIN_ID}: {ck.name} asks for scratch memory ({ck.global_scratch_size}, "
-            f"{ck.profile_scratch_size} B) or {ck.num_ctas} CTAs; QDP cannot provide them"
+            f"{plugin_id}: {ck.name} asks for {ck.global_scratch_size} B of global scratch "
+            f"(the plugin gives {scratch_bytes} B a program), {ck.profile_scratch_size} B of "
+            f"profile scratch or {ck.num_ctas} CTAs"
         )
-    n = len(spec.runtime_params)
-    return ck.name, qdp_ptx(ck.ptx, ck.name, n), ck
+    keep = scratch_bytes > 0  # the plugin passes an output there: the parameter must stay
+    return ck.name, qdp_ptx(ck.ptx, ck.name, len(spec.runtime_params), keep), ck
+
+
+@functools.cache
+def aot_kernel(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, Any]:
+    """:func:`_aot` of ``attention_fwd_qdp`` (the pointer kernel, no scratch) for one variant."""
+    return _aot(kconfigs.attention_qdp_spec(head_dim, dtype, causal), 0, PLUGIN_ID)
 
 
 @functools.cache
 def aot_kernel_ws(head_dim: int, dtype: str, causal: bool) -> tuple[str, str, Any]:
-    """(kernel name, PTX for QDP, CompiledKernel) of ``attention_fwd_ws_qdp`` (the
-    warp-specialized kernel) for one variant; its PTX keeps the global-scratch parameter, which
-    receives the plugin's third output."""
-    from ...kernels.compile import compile_kernel
-
-    spec = W.ws_qdp_spec(head_dim, dtype, causal)
-    ck = compile_kernel(spec, with_ptx=True)
-    if ck.profile_scratch_size or ck.num_ctas != 1 or ck.global_scratch_size > WS_SCRATCH_BYTES:
-        raise LoweringError(
-            f"{PLUGIN_WS_ID}: {ck.name} asks for {ck.global_scratch_size} B of global scratch "
-            f"(the plugin gives {WS_SCRATCH_BYTES} B a program), {ck.profile_scratch_size} B of "
-            f"profile scratch or {ck.num_ctas} CTAs"
-        )
-    n = len(spec.runtime_params)
-    return ck.name, qdp_ptx(ck.ptx, ck.name, n, keep_global_scratch=True), ck
-
-
-MAX_GRID_Y = 65535
+    """:func:`_aot` of ``attention_fwd_ws_qdp`` (the warp-specialized kernel) for one variant;
+    its PTX keeps the global-scratch parameter, which receives the plugin's third output."""
+    return _aot(W.ws_qdp_spec(head_dim, dtype, causal), WS_SCRATCH_BYTES, PLUGIN_WS_ID)
 
 
 def shapes_fit(q_shape: tuple, k_shape: tuple) -> bool:
@@ -211,6 +204,17 @@ def shapes_fit(q_shape: tuple, k_shape: tuple) -> bool:
     if sq is not None and sq < 1:
         return False
     return all(s is None or d is None or s * d <= _INT32[1] for s in (sq, sk))
+
+
+def ws_scratch_words(batch: Any, heads: Any, seq_q: Any, cdiv: Any) -> Any:
+    """int32 words of the ws plugin's third output: :data:`WS_SCRATCH_BYTES` for each program of
+    :data:`WS_MIN_ROWS` query rows of each (batch, head); ``cdiv`` is ``trtp.cdiv`` for shape
+    expressions, or any ceiling division for numbers (the emulator).
+
+    >>> ws_scratch_words(2, 3, 300, lambda a, b: -(-a // b))  # 3 programs x 6 heads x 160
+    2880
+    """
+    return cdiv(seq_q, WS_MIN_ROWS) * batch * heads * (WS_SCRATCH_BYTES // 4)
 
 
 def ws_plugin_config(layer: Any) -> W.WsConfig | None:
@@ -339,8 +343,8 @@ def _define(trt: Any, trtp: Any, names: list[str]) -> None:
         ) -> tuple[TD, TD, TD]:
             """o like q; lse [B, H, Sq] float32; the kernel's scratch: int32, WS_SCRATCH_BYTES per
             program of WS_MIN_ROWS query rows (no one reads it)."""
-            b, h, sq = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]
-            words = trtp.cdiv(sq, WS_MIN_ROWS) * b * h * (WS_SCRATCH_BYTES // 4)
+            dims = q.shape_expr[0], q.shape_expr[1], q.shape_expr[2]  # B, H, Sq
+            words = ws_scratch_words(*dims, trtp.cdiv)
             return q.like(), lse_like(q), trtp.from_shape_expr((words,), dtype=trt.int32)
 
         @trtp.aot_impl(PLUGIN_WS_ID)

@@ -48,7 +48,6 @@ def plugin(v: Any, ins: list[np.ndarray], ev: Any) -> list[np.ndarray]:
     )  # fmt: skip
     outs = [o.astype(np.float32).astype(q.dtype), lse.astype(np.float32)]
     if pid == P.PLUGIN_WS_ID:
-        b, h, s_q = q.shape[:3]
-        words = -(-s_q // P.WS_MIN_ROWS) * b * h * (P.WS_SCRATCH_BYTES // 4)
+        words = P.ws_scratch_words(*q.shape[:3], lambda a, b: -(-a // b))
         outs.append(np.zeros(words, np.int32))
     return outs
