@@ -127,9 +127,7 @@ def plugin_launch(case: Case, scale: float, ws: bool) -> tuple[dict[str, Any], l
     dt = trt.DataType.HALF if case.dtype == "float16" else trt.DataType.BF16
     shapes = [lead + (case.sq, case.d), lead + (case.sk, case.d), lead + (case.sk, case.d)]
     static = [(-1, case.h, -1, case.d)] * 3 if case.dynamic else shapes
-    outs = plugin._outputs(plugin._symbolic([dt] * 3, static))  # as the runtime sizes them
-    dims = [tuple(e if isinstance(e, int) else e.evaluate(shapes) for e in o.shape_expr)
-            for o in outs]  # fmt: skip
+    dims = plugin.output_shapes([dt] * 3, static, shapes)  # as the runtime sizes them
     return plugin.launch([dt] * 3, static, shapes), dims
 
 

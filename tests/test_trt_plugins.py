@@ -312,10 +312,6 @@ def test_qdp_ptx_refuses_a_used_scratch_parameter() -> None:
         P.qdp_ptx(ptx.replace(".u64 k_param_1", ".u32 k_param_1"), "k", 1, True)
 
 
-def _evaluate(expr, shapes) -> int:
-    return expr if isinstance(expr, int) else expr.evaluate(shapes)
-
-
 @needs_triton
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -351,14 +347,14 @@ def test_aot_impl_returns_kernel_launch_params_and_int32_args(dtype, dynamic, ke
     names = list(spec.runtime_params)
     assert names[3 : 3 + len(P.EXTRA_ARGS)] == list(P.EXTRA_ARGS)  # inputs, scalars, outputs
     assert names[:3] == ["Q", "K", "V"] and names[-2:] == ["O", "LSE"]
-    outs = plugin._outputs(plugin._symbolic([dt] * 3, static))
-    dims = [tuple(_evaluate(e, shapes) for e in o.shape_expr) for o in outs]
+    dims = plugin.output_shapes([dt] * 3, static, shapes)
+    out_dtypes = plugin.output_dtypes([dt] * 3, [4] * 3)
     assert dims[:2] == [(2, 3, 300, d), (2, 3, 300)]
     if kernel == "ws":  # the third output holds every program's scratch
-        assert outs[2].dtype == trt.int32 and ck.global_scratch_size > 0
+        assert out_dtypes[2] == trt.int32 and ck.global_scratch_size > 0
         assert dims[2][0] * 4 >= got["grid_x"] * got["grid_y"] * ck.global_scratch_size
     else:
-        assert len(outs) == 2 and ck.global_scratch_size == 0
+        assert len(dims) == len(out_dtypes) == 2 and ck.global_scratch_size == 0
 
 
 @given(

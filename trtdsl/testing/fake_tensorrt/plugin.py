@@ -291,6 +291,16 @@ class FakePlugin:
             descs.append(TensorDesc(exprs, dt))
         return descs
 
+    def output_shapes(self, input_dtypes: list[Any], static: list[tuple],
+                      shapes: list[tuple]) -> list[tuple[int, ...]]:  # fmt: skip
+        """The outputs' shapes as the runtime sizes them: ``register`` on the symbolic inputs
+        (``static``: the network's dims, None/-1 dynamic), evaluated for ``shapes``."""
+        outs = self._outputs(self._symbolic(input_dtypes, static))
+        return [
+            tuple(e if isinstance(e, int) else e.evaluate(shapes) for e in o.shape_expr)
+            for o in outs
+        ]
+
     def launch(self, input_dtypes: list[Any], static: list[tuple], shapes: list[tuple],
                tactic: int = 0) -> dict[str, Any]:  # fmt: skip
         """``get_launch_params`` then ``get_kernel``: the AOT function called like the real
