@@ -23,15 +23,13 @@ from kernel_modules import (
     module,
     needs_triton,
 )
-from test_kernels_tma import FakeArray, qkvo
+from test_kernels_tma import SMEM_LIMIT, FakeArray, qkvo
 
 A = module("attention")
 C = module("compile")
 CFG = module("configs")
 T = module("tma_configs")
 W = module("ws_configs")
-
-SMEM_LIMIT = 227 * 1024  # an H100/H200 block's opt-in shared memory
 
 
 def spec_id(spec: CFG.KernelSpec) -> str:
