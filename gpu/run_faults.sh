@@ -25,12 +25,9 @@ LIMIT=${FAULT_LIMIT:-90}      # a job's own limit (s): start-up, NCCL init, the 
 OUT=${FAULT_OUT:-$(mktemp -d /tmp/trtdsl-faults.XXXXXX)}
 
 if [ "$MODE" = gpu ]; then
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-  fi
-  [ -e trtdsl/kernels ] || ln -s ../kernels trtdsl/kernels
-  export NCCL_NVLS_ENABLE=0
+  # shellcheck source=gpu/steps.sh
+  source gpu/steps.sh
+  gpu_setup "$OUT"  # wheels from .whl/, PYTHONPATH, the kernels link, NCCL_NVLS_ENABLE=0
   PY=python3
   [ "${FAULT_SHARED:-0}" = 1 ] && PY="bash gpu/shared_rank.sh python3"
   LAUNCH=(mpirun --allow-run-as-root -np 2 -x NCCL_NVLS_ENABLE -x PYTHONPATH -x FAULT_CASE -x FAULT_TIMEOUT -x FAULT_NCCL_TIMEOUT -x TRTDSL_FAULT_MODE -x PYTHONUNBUFFERED)
