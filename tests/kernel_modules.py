@@ -41,6 +41,25 @@ def fresh_triton_cache(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+def import_without_gpu_stack(modules: tuple[str, ...], probe: str) -> subprocess.CompletedProcess:
+    """A fresh Python where triton, cupy, cuda and torch cannot be imported imports the kernels'
+    ``modules`` (".ws_configs", ...), then prints "OK" and ``probe`` evaluated with ``m``, the
+    last of them (``'m.ws_spec(128, "float16", True).fn_name'``)."""
+    code = f"""
+import importlib, importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("triton", "cupy", "cuda", "torch"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(ROOT)!r})
+for name in {modules!r}:
+    m = importlib.import_module({K.__name__!r} + name)
+print("OK", {probe})
+"""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
 needs_triton = pytest.mark.skipif(
     not HAS_TRITON, reason="triton is not importable here (pip install 'triton==3.6.*')"
 )

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from kernel_modules import (
     ROOT,
     fresh_triton_cache,  # noqa: F401  (autouse)
+    import_without_gpu_stack,
     module,
     needs_triton,
 )
@@ -373,19 +374,7 @@ def test_attention_forward_refuses_tma_on_unaligned_arrays(
 
 
 def test_modules_import_without_triton_or_cupy() -> None:
-    code = f"""
-import importlib, importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("triton", "cupy", "cuda", "torch"):
-            raise ImportError("blocked " + name)
-sys.meta_path.insert(0, Block())
-sys.path.insert(0, {str(ROOT)!r})
-pkg = {A.__name__.rpartition(".")[0]!r}
-for m in (".tma_configs", ".attention", ".triton_attention"):
-    importlib.import_module(pkg + m)
-print("OK", importlib.import_module(pkg + ".tma_configs").tma_spec(128, "float16", True).fn_name)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    modules = (".attention", ".triton_attention", ".tma_configs")
+    out = import_without_gpu_stack(modules, 'm.tma_spec(128, "float16", True).fn_name')
     assert out.returncode == 0, out.stderr
     assert "OK attention_fwd_tma" in out.stdout

@@ -11,15 +11,13 @@ importable.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kernel_modules import (
-    ROOT,
     fresh_triton_cache,  # noqa: F401  (autouse)
+    import_without_gpu_stack,
     module,
     needs_triton,
 )
@@ -247,20 +245,8 @@ def test_attention_forward_refuses_ws_on_unaligned_arrays(monkeypatch: pytest.Mo
 
 
 def test_ws_modules_import_without_triton_or_cupy() -> None:
-    code = f"""
-import importlib, importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("triton", "cupy", "cuda", "torch"):
-            raise ImportError("blocked " + name)
-sys.meta_path.insert(0, Block())
-sys.path.insert(0, {str(ROOT)!r})
-pkg = {A.__name__.rpartition(".")[0]!r}
-for m in (".ws_configs", ".gluon_attention", ".attention"):
-    importlib.import_module(pkg + m)
-print("OK", importlib.import_module(pkg + ".ws_configs").ws_spec(128, "float16", True).fn_name)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    modules = (".attention", ".gluon_attention", ".ws_configs")
+    out = import_without_gpu_stack(modules, 'm.ws_spec(128, "float16", True).fn_name')
     assert out.returncode == 0, out.stderr
     assert "OK attention_fwd_ws" in out.stdout
 
